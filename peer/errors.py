@@ -1,0 +1,55 @@
+"""Errors a client request can end in, each with its HTTP status and a JSON-able message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A request that cannot be served: `status` for HTTP, `error` a short code, `detail` why."""
+
+    status = 500
+    error = "internal"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def to_json(self) -> dict[str, Any]:
+        """The error body clients receive: {"error", "detail", ...}."""
+        return {"error": self.error, "detail": self.detail, **self.extra}
+
+
+class BadRequest(ApiError):
+    status = 400
+    error = "bad_request"
+
+
+class NotFound(ApiError):
+    status = 404
+    error = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    error = "method_not_allowed"
+
+
+class AlreadyExists(ApiError):
+    status = 409
+    error = "exists"
+
+
+class ConflictingVersions(ApiError):
+    """Concurrent writes left siblings; the client picks one or writes with the context."""
+
+    status = 300
+    error = "conflict"
+
+
+class Unavailable(ApiError):
+    """A quorum could not be met: the operation was not acknowledged."""
+
+    status = 503
+    error = "unavailable"

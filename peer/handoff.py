@@ -1,0 +1,96 @@
+"""Hinted handoff: data a stand-in stored for a down home goes to that home once it is up.
+
+A stand-in keeps, beside the data, a hint record naming the home and the key (or block). Each
+delivery round looks at the hints, and for every home that gossip says is up, sends it the
+current local siblings of each hinted record and each hinted block; a hint is removed only after
+the home acknowledged the data durably.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from peer.coordinator import Coordinator
+from peer.replica import BLOCK_HINT, HINT_PREFIX, RunInThread, parse_hint_key, sibling_to_wire
+from peer.rpc import RpcError
+from storage.blocks import BlockError, BlockStore
+from storage.records import RecordStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+class HintedHandoff:
+    """Delivers this peer's hints to their homes, one round at a time."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        blocks: BlockStore,
+        records: RecordStore,
+        run_in_thread: RunInThread,
+    ) -> None:
+        self._coordinator = coordinator
+        self._blocks = blocks
+        self._records = records
+        self._run = run_in_thread
+        self._running = False
+        self.delivered = 0
+
+    async def deliver(self) -> int:
+        """One round: hand over what can be handed over now; returns hints delivered."""
+        if self._running:
+            return 0
+        self._running = True
+        try:
+            hints = await self._run(lambda: list(self._records.keys(HINT_PREFIX)))
+            by_home: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for hint in hints:
+                home, key = parse_hint_key(hint)
+                by_home[home].append((hint, key))
+            delivered = 0
+            cluster = self._coordinator.cluster
+            for home, pending in by_home.items():
+                if home == cluster.self_id or not cluster.is_up(home):
+                    continue
+                try:
+                    delivered += await self._deliver_to(home, pending)
+                except RpcError as e:
+                    log.info("hinted handoff to %s deferred: %s", cluster.name_of(home), e)
+            self.delivered += delivered
+            return delivered
+        finally:
+            self._running = False
+
+    async def _deliver_to(self, home: str, pending: list[tuple[str, str]]) -> int:
+        records = [(hint, key) for hint, key in pending if not key.startswith(BLOCK_HINT)]
+        blocks = [
+            (hint, key[len(BLOCK_HINT) :]) for hint, key in pending if key.startswith(BLOCK_HINT)
+        ]
+        for hint, block in blocks:
+            try:
+                data = await self._run(self._blocks.get, block)
+            except BlockError as e:
+                log.warning("hinted block %s cannot be handed over: %s", block, e)
+            else:
+                await self._coordinator.call(home, "block.put", {"hash": block, "data": data})
+            await self._run(self._records.delete, hint)
+        for start in range(0, len(records), BATCH):
+            batch = records[start : start + BATCH]
+            items = await self._run(self._current_items, [key for _, key in batch])
+            if items:
+                await self._coordinator.call(home, "record.put", {"items": items})
+            await self._run(self._delete_all, [hint for hint, _ in batch])
+        return len(pending)
+
+    def _current_items(self, keys: list[str]) -> list[list[Any]]:
+        return [
+            [key, sibling_to_wire(sibling)] for key in keys for sibling in self._records.get(key)
+        ]
+
+    def _delete_all(self, hints: list[str]) -> None:
+        for hint in hints:
+            self._records.delete(hint)

@@ -1,0 +1,258 @@
+"""One `qfs peer` process: storage, gossip, peer RPC, the HTTP API and background jobs, composed
+as one Twisted MultiService. The only module that touches the real reactor.
+
+Start-up order: the data directory is locked and opened before any socket is bound (a second
+peer on the same directory fails at once); services start in order and stop in reverse, so on
+SIGTERM the HTTP API stops taking requests, then gossip announces the leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.application import internet, service
+from twisted.internet import defer, threads
+from twisted.web import server
+
+from gossip.membership import Config as GossipConfig
+from gossip.service import GossipService
+from gossip.wire import Codec, WireError, load_cluster_key
+from peer.cluster import ClusterView
+from peer.config import PeerConfig
+from peer.coordinator import Coordinator, QuorumSettings
+from peer.handoff import HintedHandoff
+from peer.http_api import ApiResource
+from peer.replica import Replica
+from peer.rpc import RpcClient, RpcServerFactory
+from storage.datadir import DataDir, DataDirLocked
+
+log = logging.getLogger(__name__)
+
+HANDOFF_INTERVAL = 1.0
+API_VERSION = 1
+
+
+class Node(service.MultiService):
+    """Everything one peer runs."""
+
+    def __init__(self, config: PeerConfig, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        key = load_cluster_key(config.cluster_key_file) if config.cluster_key_file else None
+        self.codec = Codec(key)
+        self.datadir = DataDir(config.data)
+        self.node_id = self.datadir.node_id
+
+        def run_in_thread(f: Any, *args: Any) -> defer.Deferred[Any]:
+            return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+        self.replica = Replica(self.datadir.blocks, self.datadir.records, run_in_thread)
+        self.gossip = GossipService(
+            name=config.name,
+            node_id=self.node_id,
+            host=config.bind,
+            port=config.port,
+            http=(config.http_bind, config.http),
+            seeds=list(config.join),
+            codec=self.codec,
+            reactor=reactor,
+            config=GossipConfig(probe_interval=config.probe_interval),
+            listen_tcp=False,
+        )
+        self.cluster = ClusterView(self.node_id, self.gossip.members)
+        self._clients: dict[str, RpcClient] = {}
+        self.coordinator = Coordinator(
+            self.cluster,
+            QuorumSettings(
+                config.replicas, config.read_quorum, config.write_quorum, config.block_size
+            ),
+            self.replica,
+            self._client_for,
+            config.name,
+            clock=reactor.seconds,
+        )
+        self.handoff = HintedHandoff(
+            self.coordinator, self.datadir.blocks, self.datadir.records, run_in_thread
+        )
+        self.rpc = RpcServerFactory(
+            self.codec, self.replica.handlers(), self.gossip.handle_stream_message
+        )
+        self.requests: dict[tuple[str, int], int] = {}
+        self.api = ApiResource(self.coordinator, self.cluster_json, self.metrics_text, self._count)
+        self.site = server.Site(self.api)
+        self.site.displayTracebacks = False
+
+        internet.TCPServer(config.port, self.rpc, interface=config.bind).setServiceParent(self)
+        self.gossip.setServiceParent(self)
+        internet.TimerService(HANDOFF_INTERVAL, self._handoff_round).setServiceParent(self)
+        internet.TCPServer(config.http, self.site, interface=config.http_bind).setServiceParent(
+            self
+        )
+        self.registry = CollectorRegistry()
+        self.registry.register(_NodeCollector(self))
+
+    def _client_for(self, node_id: str) -> RpcClient | None:
+        peer = self.cluster.peers().get(node_id)
+        if peer is None:
+            return None
+        client = self._clients.get(node_id)
+        if client is None or (client.host, client.port) != tuple(peer.addr):
+            if client is not None:
+                client.close()
+            client = RpcClient(self.reactor, self.codec, peer.addr[0], peer.addr[1])
+            self._clients[node_id] = client
+        return client
+
+    def _handoff_round(self) -> defer.Deferred[Any]:
+        round_ = defer.ensureDeferred(self.handoff.deliver())
+        round_.addErrback(lambda f: log.warning("hinted handoff round failed: %s", f.value))
+        return round_
+
+    def _count(self, route: str, status: int) -> None:
+        self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
+
+    def cluster_json(self) -> dict[str, Any]:
+        """The body of GET /v1/cluster."""
+        now = self.reactor.seconds()
+        members = []
+        for member in sorted(self.gossip.members(), key=lambda m: m.name):
+            members.append(
+                {
+                    "name": member.name,
+                    "id": member.node_id,
+                    "state": member.state,
+                    "incarnation": member.incarnation,
+                    "addr": f"{member.addr[0]}:{member.addr[1]}",
+                    "http": f"http://{member.http[0]}:{member.http[1]}",
+                    "last_heard_s": (
+                        None if member.last_heard is None else round(now - member.last_heard, 3)
+                    ),
+                }
+            )
+        settings = self.coordinator.settings
+        return {
+            "self": self.config.name,
+            "id": self.node_id,
+            "members": members,
+            "config": {
+                "n": settings.n,
+                "r": settings.r,
+                "w": settings.w,
+                "block_size": settings.block_size,
+            },
+        }
+
+    def metrics_text(self) -> bytes:
+        """Prometheus exposition of this peer's counters."""
+        return generate_latest(self.registry)
+
+    def stopService(self) -> defer.Deferred[Any]:
+        stopped = defer.maybeDeferred(super().stopService)
+
+        def close(result: Any) -> Any:
+            for client in self._clients.values():
+                client.close()
+            self.datadir.close()
+            return result
+
+        return stopped.addBoth(close)
+
+
+class _NodeCollector:
+    """Reads a node's counters at scrape time (no metric objects scattered through the code)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def collect(self) -> Any:
+        node = self._node
+        requests = CounterMetricFamily(
+            "qfs_http_requests", "HTTP requests served", labels=["route", "status"]
+        )
+        for (route, status), count in sorted(node.requests.items()):
+            requests.add_metric([route, str(status)], count)
+        yield requests
+        yield CounterMetricFamily(
+            "qfs_rpc_bad_frames",
+            "malformed or unauthenticated RPC frames",
+            value=node.rpc.counters.bad_frames,
+        )
+        yield CounterMetricFamily(
+            "qfs_rpc_requests", "peer RPC requests served", value=node.rpc.counters.requests
+        )
+        yield CounterMetricFamily(
+            "qfs_read_repairs",
+            "stale replicas repaired after reads",
+            value=node.coordinator.read_repairs,
+        )
+        yield CounterMetricFamily(
+            "qfs_hints_delivered",
+            "hinted writes handed to their home",
+            value=node.handoff.delivered,
+        )
+        yield CounterMetricFamily(
+            "qfs_gossip_dropped_datagrams",
+            "malformed or unauthenticated gossip datagrams",
+            value=node.gossip.dropped,
+        )
+        stats = node.datadir.blocks.stats()
+        yield GaugeMetricFamily("qfs_blocks", "blocks stored on this peer", value=stats.count)
+        yield GaugeMetricFamily("qfs_block_bytes", "bytes of blocks stored", value=stats.bytes)
+        yield GaugeMetricFamily(
+            "qfs_blocks_quarantined", "blocks that failed verification", value=stats.quarantined
+        )
+        states = GaugeMetricFamily("qfs_members", "members by gossip state", labels=["state"])
+        for state in ("alive", "suspect", "dead", "left"):
+            count = sum(1 for m in node.gossip.members() if m.state == state)
+            states.add_metric([state], count)
+        yield states
+
+
+def run_peer(config: PeerConfig) -> int:
+    """Run one peer until SIGTERM or SIGINT; returns the process exit status."""
+    from twisted.internet import reactor
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        node = Node(config, reactor)
+    except (DataDirLocked, WireError, OSError, ValueError) as e:
+        print(f"qfs peer: error: {e}", file=sys.stderr)
+        return 1
+    exit_status = {"code": 0}
+
+    def start() -> None:
+        try:
+            node.startService()
+        except Exception as e:  # a port in use, typically
+            print(f"qfs peer: error: cannot start: {e}", file=sys.stderr)
+            exit_status["code"] = 1
+            reactor.stop()
+            return
+        log.info(
+            "peer %s (%s) up: gossip/rpc %s:%d, http %s:%d",
+            config.name,
+            node.node_id,
+            config.bind,
+            config.port,
+            config.http_bind,
+            config.http,
+        )
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: node.stopService() if node.running else None
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.run(installSignalHandlers=False)
+    return exit_status["code"]

@@ -1,0 +1,172 @@
+"""This peer's store as the rest of the cluster sees it: the RPC methods a replica serves.
+
+Blocking storage calls run in a thread pool so the reactor keeps moving bytes. Record writes
+from concurrent requests share commits: the record store batches the puts waiting on its lock
+into one transaction (group commit), and none is acknowledged before its batch is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from gossip.wire import Message, WireError
+from peer.rpc import Handler, RpcError
+from storage.blocks import BlockCorrupt, BlockNotFound, BlockStore, HashMismatch
+from storage.records import RecordStore, Sibling
+from storage.vclock import VectorClock
+
+log = logging.getLogger(__name__)
+
+RunInThread = Callable[..., "defer.Deferred[Any]"]
+HINT_PREFIX = "h:"
+BLOCK_HINT = "b:"
+HINT_CLOCK = VectorClock({"hint": 1})
+MAX_BATCH_KEYS = 10_000
+
+
+def sibling_to_wire(sibling: Sibling) -> list[Any]:
+    """[clock map, value bytes or None]"""
+    return [sibling.clock.to_cbor(), sibling.value]
+
+
+def sibling_from_wire(raw: Any) -> Sibling:
+    """Parse a sibling received from a peer; WireError says what is malformed."""
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise WireError("sibling must be [clock, value]")
+    clock, value = raw
+    if value is not None and not isinstance(value, bytes):
+        raise WireError("sibling value must be bytes or null")
+    try:
+        return Sibling(VectorClock.from_cbor(clock), value)
+    except ValueError as e:
+        raise WireError(f"bad vector clock: {e}") from None
+
+
+def siblings_from_wire(raw: Any) -> list[Sibling]:
+    """Parse a list of siblings received from a peer."""
+    if not isinstance(raw, list):
+        raise WireError("siblings must be a list")
+    return [sibling_from_wire(item) for item in raw]
+
+
+def hint_key(target: str, key: str) -> str:
+    """The hint record saying `key` (a record key, or BLOCK_HINT + hash) belongs to `target`."""
+    return f"{HINT_PREFIX}{target}:{key}"
+
+
+def parse_hint_key(hint: str) -> tuple[str, str]:
+    """(target node, hinted key) of a hint record key."""
+    target, _, key = hint[len(HINT_PREFIX) :].partition(":")
+    return target, key
+
+
+class Replica:
+    """RPC handlers over one peer's block store and record store."""
+
+    def __init__(
+        self, blocks: BlockStore, records: RecordStore, run_in_thread: RunInThread
+    ) -> None:
+        self.blocks = blocks
+        self.records = records
+        self._run = run_in_thread
+
+    def handlers(self) -> dict[str, Handler]:
+        """Method name -> handler, for the RPC server."""
+        return {
+            "block.has": self.block_has,
+            "block.put": self.block_put,
+            "block.get": self.block_get,
+            "record.get": self.record_get,
+            "record.put": self.record_put,
+            "record.range": self.record_range,
+        }
+
+    async def block_has(self, message: Message) -> dict[str, Any]:
+        hashes = _string_list(message, "hashes")
+        have = await self._run(lambda: [self._has(h) for h in hashes])
+        return {"have": have}
+
+    def _has(self, block: str) -> bool:
+        try:
+            return self.blocks.has(block)
+        except ValueError:
+            return False
+
+    async def block_put(self, message: Message) -> dict[str, Any]:
+        block = message.field("hash", str)
+        data = message.field("data", bytes)
+        hint_for = message.field("hint_for", str, default=None)
+        try:
+            await self._run(self.blocks.put, data, block)
+        except HashMismatch as e:
+            raise RpcError("hash_mismatch", str(e)) from None
+        except ValueError as e:
+            raise RpcError("bad_request", str(e)) from None
+        if hint_for is not None:
+            await self._run(
+                self.records.put_many, [(hint_key(hint_for, BLOCK_HINT + block), _hint())]
+            )
+        return {}
+
+    async def block_get(self, message: Message) -> dict[str, Any]:
+        block = message.field("hash", str)
+        try:
+            data = await self._run(self.blocks.get, block)
+        except BlockNotFound:
+            raise RpcError("not_found", f"no block {block}") from None
+        except BlockCorrupt:
+            raise RpcError("corrupt", f"block {block} failed verification; quarantined") from None
+        except ValueError as e:
+            raise RpcError("bad_request", str(e)) from None
+        return {"data": data}
+
+    async def record_get(self, message: Message) -> dict[str, Any]:
+        keys = _string_list(message, "keys")
+        found = await self._run(lambda: [self.records.get(key) for key in keys])
+        return {"records": [[sibling_to_wire(s) for s in siblings] for siblings in found]}
+
+    async def record_put(self, message: Message) -> dict[str, Any]:
+        raw_items = message.field("items", list)
+        hint_for = message.field("hint_for", str, default=None)
+        if len(raw_items) > MAX_BATCH_KEYS:
+            raise RpcError("bad_request", f"more than {MAX_BATCH_KEYS} items")
+        items: list[tuple[str, Sibling]] = []
+        for raw in raw_items:
+            if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[0], str):
+                raise WireError("record.put: each item must be [key, sibling]")
+            items.append((raw[0], sibling_from_wire(raw[1])))
+        if hint_for is not None:
+            items += [(hint_key(hint_for, key), _hint()) for key, _ in items]
+        await self._run(self.records.put_many, items)
+        return {}
+
+    async def record_range(self, message: Message) -> dict[str, Any]:
+        prefix = message.field("prefix", str)
+        if not prefix:
+            raise RpcError("bad_request", "record.range needs a non-empty prefix")
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+        def scan() -> list[list[Any]]:
+            return [
+                [key, [sibling_to_wire(s) for s in siblings]]
+                for key, siblings in self.records.range(prefix, end)
+            ]
+
+        return {"items": await self._run(scan)}
+
+
+def _hint() -> Sibling:
+    return Sibling(HINT_CLOCK, b"")
+
+
+def _string_list(message: Message, name: str) -> list[str]:
+    values = message.field(name, list)
+    if len(values) > MAX_BATCH_KEYS or not all(isinstance(v, str) for v in values):
+        raise WireError(
+            f"{message.type}: {name} must be a list of at most {MAX_BATCH_KEYS} strings"
+        )
+    return values

@@ -1,0 +1,255 @@
+"""Peer-to-peer RPC over TCP, in three layers: frames (the wire codec), calls matched to replies
+by id with timeouts, and a table of handlers.
+
+A request is a frame of type METHOD with body ``{"id": n, "args": {...}}``; the answer is
+``reply {"id", "result"}`` or ``error {"id", "code", "message"}``. Frames whose type starts with
+``gossip.`` belong to the membership protocol (push-pull shares this TCP port) and are handed to
+its stream handler instead. A malformed, oversized or unauthenticated frame closes that
+connection only; the peer keeps serving everybody else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.python.failure import Failure
+
+from gossip.wire import Codec, Message, WireError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Message], Awaitable[dict[str, Any]] | dict[str, Any]]
+StreamHandler = Callable[[Message], Awaitable[Message | None] | Message | None]
+DEFAULT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 3.0
+
+
+class RpcError(Exception):
+    """A call that failed: the remote refused it (`code` from its handler) or transport trouble."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RpcCounters:
+    """Totals a peer exports as metrics."""
+
+    def __init__(self) -> None:
+        self.bad_frames = 0
+        self.requests = 0
+        self.errors = 0
+
+
+class RpcServerProtocol(protocol.Protocol):
+    """Serves one inbound connection: decodes frames, runs handlers, writes replies."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        handlers: Mapping[str, Handler],
+        stream_handler: StreamHandler | None,
+        counters: RpcCounters,
+    ) -> None:
+        self._codec = codec
+        self._decoder = codec.frame_decoder()
+        self._handlers = handlers
+        self._stream_handler = stream_handler
+        self._counters = counters
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except WireError as e:
+            self._counters.bad_frames += 1
+            log.info("dropping RPC connection from %s: %s", self.transport.getPeer(), e.reason)
+            self.transport.loseConnection()
+            return
+        for message in messages:
+            defer.ensureDeferred(self._dispatch(message))
+
+    async def _dispatch(self, message: Message) -> None:
+        if message.type.startswith("gossip."):
+            await self._dispatch_stream(message)
+            return
+        self._counters.requests += 1
+        try:
+            call_id = message.field("id", int)
+            args = message.field("args", dict)
+        except WireError as e:
+            self._counters.bad_frames += 1
+            self._send("error", {"id": -1, "code": "bad_request", "message": e.reason})
+            return
+        handler = self._handlers.get(message.type)
+        if handler is None:
+            self._reply_error(call_id, "unknown_method", f"no such method {message.type!r}")
+            return
+        try:
+            result = handler(Message(message.type, args))
+            if isinstance(result, Awaitable):
+                result = await result
+        except RpcError as e:
+            self._reply_error(call_id, e.code, e.message)
+        except WireError as e:
+            self._reply_error(call_id, "bad_request", e.reason)
+        except Exception:
+            log.exception("RPC handler %s failed", message.type)
+            self._reply_error(call_id, "internal", f"{message.type} failed on this peer")
+        else:
+            self._send("reply", {"id": call_id, "result": result})
+
+    async def _dispatch_stream(self, message: Message) -> None:
+        if self._stream_handler is None:
+            self.transport.loseConnection()
+            return
+        try:
+            reply = self._stream_handler(message)
+            if isinstance(reply, Awaitable):
+                reply = await reply
+        except Exception:
+            log.exception("gossip stream handler failed on %s", message.type)
+            self.transport.loseConnection()
+            return
+        if reply is not None:
+            self._send(reply.type, reply.body)
+
+    def _reply_error(self, call_id: int, code: str, text: str) -> None:
+        self._counters.errors += 1
+        self._send("error", {"id": call_id, "code": code, "message": text})
+
+    def _send(self, type: str, body: dict[str, Any]) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.write(self._codec.frame(type, body))
+
+
+class RpcServerFactory(protocol.Factory):
+    """Builds a server protocol per connection, all sharing one handler table."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        handlers: Mapping[str, Handler],
+        stream_handler: StreamHandler | None = None,
+    ) -> None:
+        self.codec = codec
+        self.handlers = handlers
+        self.stream_handler = stream_handler
+        self.counters = RpcCounters()
+
+    def buildProtocol(self, addr: Any) -> RpcServerProtocol:
+        return RpcServerProtocol(self.codec, self.handlers, self.stream_handler, self.counters)
+
+
+class RpcClientProtocol(protocol.Protocol):
+    """One outbound connection: sends calls and matches replies to them by id."""
+
+    def __init__(self, codec: Codec) -> None:
+        self._codec = codec
+        self._decoder = codec.frame_decoder()
+        self._pending: dict[int, defer.Deferred[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self.closed = False
+
+    def call(self, method: str, args: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        call_id = next(self._ids)
+        result: defer.Deferred[dict[str, Any]] = defer.Deferred(
+            lambda _: self._pending.pop(call_id, None)
+        )
+        self._pending[call_id] = result
+        self.transport.write(self._codec.frame(method, {"id": call_id, "args": args}))
+        return result
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except WireError as e:
+            self._fail_all(RpcError("bad_reply", e.reason))
+            self.transport.loseConnection()
+            return
+        for message in messages:
+            self._resolve(message)
+
+    def _resolve(self, message: Message) -> None:
+        try:
+            call_id = message.field("id", int)
+            waiting = self._pending.pop(call_id, None)
+            if waiting is None:
+                return
+            if message.type == "reply":
+                waiting.callback(message.field("result", dict))
+            elif message.type == "error":
+                code = message.field("code", str)
+                waiting.errback(RpcError(code, message.field("message", str)))
+            else:
+                waiting.errback(RpcError("bad_reply", f"unexpected reply type {message.type!r}"))
+        except WireError as e:
+            self._fail_all(RpcError("bad_reply", e.reason))
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.closed = True
+        self._fail_all(RpcError("connection_lost", reason.getErrorMessage()))
+
+    def _fail_all(self, error: RpcError) -> None:
+        pending, self._pending = self._pending, {}
+        for waiting in pending.values():
+            waiting.errback(error)
+
+
+class RpcClient:
+    """Calls to one remote peer over one lazily (re)connected TCP connection."""
+
+    def __init__(self, reactor: Any, codec: Codec, host: str, port: int) -> None:
+        self._reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
+        self._codec = codec
+        self.host = host
+        self.port = port
+        self._protocol: RpcClientProtocol | None = None
+        self._waiters: list[defer.Deferred[RpcClientProtocol]] = []
+
+    async def call(
+        self, method: str, args: dict[str, Any], timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Run `method` on the remote peer; RpcError on refusal, timeout or lost connection."""
+        connection = await self._connection()
+        pending = connection.call(method, args)
+        pending.addTimeout(timeout, self._reactor)
+        try:
+            return await pending
+        except defer.TimeoutError:
+            raise RpcError("timeout", f"{method} got no reply within {timeout:g}s") from None
+
+    async def _connection(self) -> RpcClientProtocol:
+        if self._protocol is not None and not self._protocol.closed:
+            return self._protocol
+        waiter: defer.Deferred[RpcClientProtocol] = defer.Deferred()
+        self._waiters.append(waiter)
+        if len(self._waiters) == 1:
+            endpoint = TCP4ClientEndpoint(
+                self._reactor, self.host, self.port, timeout=CONNECT_TIMEOUT
+            )
+            connectProtocol(endpoint, RpcClientProtocol(self._codec)).addBoth(self._connected)
+        return await waiter
+
+    def _connected(self, result: RpcClientProtocol | Failure) -> None:
+        waiters, self._waiters = self._waiters, []
+        if isinstance(result, RpcClientProtocol):
+            self._protocol = result
+            for waiter in waiters:
+                waiter.callback(result)
+            return
+        error = RpcError("unreachable", f"{self.host}:{self.port}: {result.getErrorMessage()}")
+        for waiter in waiters:
+            waiter.errback(error)
+
+    def close(self) -> None:
+        """Drop the connection (pending calls fail with connection_lost)."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.loseConnection()

@@ -1,0 +1,33 @@
+"""Version contexts as clients see them: a vector clock as URL-safe base64 text.
+
+The text is opaque to clients; they echo it back in `X-Qfs-Version` (to resolve siblings) or
+`?version=` (to read one sibling).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from storage.vclock import VectorClock
+
+MAX_VERSION_TEXT = 4096
+
+
+def encode_version(clock: VectorClock) -> str:
+    """The version text for `clock`."""
+    return base64.urlsafe_b64encode(clock.encode()).rstrip(b"=").decode("ascii")
+
+
+def decode_version(text: str) -> VectorClock:
+    """Parse version text; ValueError when it is not one this cluster produced."""
+    if not text or len(text) > MAX_VERSION_TEXT:
+        raise ValueError("version context is empty or too long")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("version context is not base64") from None
+    try:
+        return VectorClock.decode(raw)
+    except ValueError as e:
+        raise ValueError(f"version context is not a vector clock: {e}") from None

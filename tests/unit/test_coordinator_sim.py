@@ -1,0 +1,285 @@
+"""The coordinator against real replicas (real record stores, memory block stores) joined by a
+simulated network: every call is encoded and decoded by the real wire codec, and a peer can be
+cut off. Storage calls run inline, so every test is deterministic and needs no reactor.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer
+
+from gossip.membership import MemberInfo
+from gossip.wire import Codec
+from peer.cluster import ClusterView
+from peer.coordinator import Coordinator, QuorumSettings
+from peer.errors import ConflictingVersions, NotFound, Unavailable
+from peer.handoff import HintedHandoff
+from peer.manifest import manifest_key
+from peer.replica import HINT_PREFIX, Replica
+from peer.rpc import RpcError
+from peer.versions import decode_version
+from storage.blocks import MemoryBlockStore
+from storage.records import RecordStore
+
+BLOCK = 4096
+
+
+def inline(f, *args):
+    return defer.maybeDeferred(f, *args)
+
+
+def run(coroutine):
+    """Drive a coroutine whose awaits all complete synchronously; return its result."""
+    result = defer.ensureDeferred(coroutine)
+    assert result.called, "the simulated network should never leave a call pending"
+    outcome = []
+    result.addBoth(outcome.append)
+    value = outcome[0]
+    if isinstance(value, defer.Failure):
+        value.raiseException()
+    return value
+
+
+@dataclass
+class SimNetwork:
+    """Peers by node id; `down` peers are cut off (calls to them fail as unreachable)."""
+
+    codec: Codec = field(default_factory=Codec)
+    replicas: dict[str, Replica] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def members(self) -> list[MemberInfo]:
+        return [
+            MemberInfo(node, node, state, 1, ("127.0.0.1", 1), ("127.0.0.1", 2), 1, 0.0)
+            for node, state in self.states.items()
+        ]
+
+    def kill(self, node: str) -> None:
+        self.down.add(node)
+        self.states[node] = "dead"
+
+    def revive(self, node: str) -> None:
+        self.down.discard(node)
+        self.states[node] = "alive"
+
+    def client(self, node: str) -> SimClient:
+        return SimClient(self, node)
+
+
+@dataclass
+class SimClient:
+    network: SimNetwork
+    node: str
+
+    async def call(self, method: str, args: dict, timeout: float = 0) -> dict:
+        net = self.network
+        net.calls.append((self.node, method))
+        if self.node in net.down:
+            raise RpcError("unreachable", f"{self.node} is cut off")
+        request = net.codec.decode(net.codec.encode(method, args))
+        reply = await net.replicas[self.node].handlers()[method](request)
+        return net.codec.decode(net.codec.encode("reply", reply)).body
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    def build(size: int, n: int = 3, r: int = 2, w: int = 2):
+        network = SimNetwork()
+        coordinators = {}
+        stores = []
+        for i in range(size):
+            node = f"n{i}"
+            records = RecordStore(tmp_path / f"{node}.sqlite")
+            stores.append(records)
+            network.replicas[node] = Replica(MemoryBlockStore(), records, inline)
+            network.states[node] = "alive"
+        for node, replica in network.replicas.items():
+            coordinators[node] = Coordinator(
+                ClusterView(node, network.members),
+                QuorumSettings(n, r, w, BLOCK),
+                replica,
+                network.client,
+                node,
+                clock=lambda: 1000.0,
+            )
+        built.append(stores)
+        return network, coordinators
+
+    built: list[list[RecordStore]] = []
+    yield build
+    for stores in built:
+        for store in stores:
+            store.close()
+
+
+def put(coordinator: Coordinator, path: str, data: bytes, **kw) -> dict:
+    return run(coordinator.put_file(path, io.BytesIO(data), **kw))
+
+
+def get(coordinator: Coordinator, path: str, version: str | None = None, r=None) -> bytes:
+    resolved = run(coordinator.resolve(path, version, r))
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in coordinator.stream(resolved.manifest)])
+
+    return run(collect())
+
+
+def test_round_trip_of_empty_inline_and_multi_block_files(cluster) -> None:
+    _network, coordinators = cluster(4)
+    a, b = coordinators["n0"], coordinators["n3"]
+    big = random.Random(1).randbytes(25_600)  # 7 blocks of 4 KiB, all different
+    for path, data in [("/empty", b""), ("/small.txt", b"hello"), ("/dir/big.bin", big)]:
+        reply = put(a, path, data)
+        assert reply["size"] == len(data)
+        assert get(b, path) == data
+    listing = run(b.list_directory("/"))
+    assert [(e["name"], e["type"]) for e in listing] == [
+        ("dir", "dir"),
+        ("empty", "file"),
+        ("small.txt", "file"),
+    ]
+    assert run(a.list_directory("/dir"))[0]["size"] == len(big)
+    stat = run(b.stat("/dir/big.bin"))
+    assert len(stat["blocks"]) == 7
+    assert [len(block["holders"]) for block in stat["blocks"]] == [3] * 7
+
+
+def test_identical_blocks_are_not_sent_again(cluster) -> None:
+    network, coordinators = cluster(3)
+    data = random.Random(2).randbytes(BLOCK * 3)
+    put(coordinators["n0"], "/one", data)
+    network.calls.clear()
+    put(coordinators["n1"], "/two", data)
+    assert [method for _, method in network.calls].count("block.has") == 3 * 2  # n1 is local
+    assert "block.put" not in [method for _, method in network.calls]
+
+
+def test_one_peer_down_writes_and_reads_still_work(cluster) -> None:
+    network, coordinators = cluster(3)
+    network.kill("n2")
+    put(coordinators["n0"], "/f", b"data" * 5000)
+    assert get(coordinators["n1"], "/f") == b"data" * 5000
+
+
+def test_two_of_three_down_write_is_503_and_nothing_is_written(cluster) -> None:
+    network, coordinators = cluster(3)
+    put(coordinators["n0"], "/kept", b"before")
+    network.kill("n1")
+    network.kill("n2")
+    with pytest.raises(Unavailable, match="quorum not met"):
+        put(coordinators["n0"], "/lost", b"after")
+    with pytest.raises(Unavailable):
+        get(coordinators["n0"], "/kept")
+    assert get(coordinators["n0"], "/kept", r=1) == b"before"
+    network.revive("n1")
+    network.revive("n2")
+    with pytest.raises(NotFound):
+        get(coordinators["n1"], "/lost")
+
+
+def test_sloppy_quorum_hint_is_handed_over_when_the_home_returns(cluster) -> None:
+    network, coordinators = cluster(5)
+    coordinator = coordinators["n0"]
+    homes = coordinator.homes("/hinted")
+    down = next(h for h in homes if h != "n0")
+    network.kill(down)
+    put(coordinator, "/hinted", b"payload" * 1000)
+    stand_ins = [n for n, r in network.replicas.items() if list(r.records.keys(HINT_PREFIX))]
+    assert stand_ins
+    assert not set(stand_ins) & set(homes)
+    assert network.replicas[down].records.get(manifest_key("/hinted")) == []
+    network.revive(down)
+    for stand_in in stand_ins:
+        replica = network.replicas[stand_in]
+        handoff = HintedHandoff(coordinators[stand_in], replica.blocks, replica.records, inline)
+        assert run(handoff.deliver()) >= 1
+        assert list(replica.records.keys(HINT_PREFIX)) == []
+    assert len(network.replicas[down].records.get(manifest_key("/hinted"))) == 1
+    for stand_in in stand_ins:
+        network.kill(stand_in)
+    assert get(coordinators[down], "/hinted") == b"payload" * 1000
+
+
+def test_read_repair_brings_a_stale_replica_up_to_date(cluster) -> None:
+    network, coordinators = cluster(3)
+    put(coordinators["n0"], "/r", b"v1")
+    network.kill("n2")
+    put(coordinators["n0"], "/r", b"v2")
+    network.revive("n2")
+    stale = network.replicas["n2"].records.get(manifest_key("/r"))
+    assert len(stale) == 1
+    assert get(coordinators["n2"], "/r") == b"v2"
+    fresh = network.replicas["n2"].records.get(manifest_key("/r"))
+    assert fresh != stale
+    assert coordinators["n2"].read_repairs >= 1
+
+
+def test_concurrent_writes_make_siblings_and_a_write_with_the_context_resolves_them(
+    cluster,
+) -> None:
+    _network, coordinators = cluster(3)
+    first = put(coordinators["n0"], "/c", b"base")
+    seen = decode_version(first["version"])
+    put(coordinators["n1"], "/c", b"from n1", context=seen)
+    put(coordinators["n2"], "/c", b"from n2", context=seen)
+    with pytest.raises(ConflictingVersions) as conflict:
+        get(coordinators["n0"], "/c")
+    siblings = conflict.value.extra["siblings"]
+    assert len(siblings) == 2
+    read = {get(coordinators["n0"], "/c", version=s["version"]) for s in siblings}
+    assert read == {b"from n1", b"from n2"}
+    listing = run(coordinators["n1"].list_directory("/"))
+    assert listing[0]["conflict"] is True
+    context = decode_version(conflict.value.extra["version"])
+    put(coordinators["n0"], "/c", b"resolved", context=context)
+    assert get(coordinators["n1"], "/c") == b"resolved"
+
+
+def test_repeated_writes_without_context_never_make_siblings(cluster) -> None:
+    _network, coordinators = cluster(3)
+    for i in range(5):
+        put(coordinators[f"n{i % 3}"], "/same", f"v{i}".encode())
+    assert get(coordinators["n0"], "/same") == b"v4"
+
+
+def test_stale_context_from_the_same_coordinator_never_reuses_a_clock(cluster) -> None:
+    """A reused clock would make replicas keep the older value: an acknowledged write lost."""
+    _network, coordinators = cluster(3)
+    base = decode_version(put(coordinators["n0"], "/s", b"base")["version"])
+    newer = put(coordinators["n0"], "/s", b"newer")
+    last = put(coordinators["n0"], "/s", b"with old context", context=base)
+    assert last["version"] != newer["version"]
+    assert get(coordinators["n1"], "/s") == b"with old context"
+
+
+def test_delete_is_a_tombstone_and_hides_the_file(cluster) -> None:
+    _network, coordinators = cluster(3)
+    put(coordinators["n0"], "/d/x", b"1")
+    run(coordinators["n1"].delete_file("/d/x"))
+    with pytest.raises(NotFound):
+        get(coordinators["n2"], "/d/x")
+    assert run(coordinators["n2"].list_directory("/d")) == []
+    assert run(coordinators["n2"].list_directory("/"))[0]["name"] == "d"
+    with pytest.raises(NotFound):
+        run(coordinators["n2"].delete_file("/d/x"))
+    with pytest.raises(NotFound):
+        run(coordinators["n2"].list_directory("/nowhere"))
+
+
+def test_a_corrupt_replica_is_skipped_and_quarantines_its_copy(cluster) -> None:
+    network, coordinators = cluster(3)
+    data = b"z" * (BLOCK + 10)
+    put(coordinators["n0"], "/z", data)
+    first_block = run(coordinators["n0"].resolve("/z", None, None)).manifest.blocks[0].hash
+    first_holder = coordinators["n0"].targets(first_block)[0].node
+    network.replicas[first_holder].blocks.corrupt(first_block)
+    assert get(coordinators["n1"], "/z") == data
+    assert first_block in network.replicas[first_holder].blocks.quarantined()

@@ -1,0 +1,79 @@
+"""Quorum decisions without I/O: targets, tallies, reconciliation, clocks of new versions."""
+
+from peer.quorum import (
+    QuorumTally,
+    Target,
+    context_of,
+    live,
+    missing_siblings,
+    next_clock,
+    plan_targets,
+    reconcile,
+)
+from storage.records import Sibling
+from storage.vclock import VectorClock
+
+
+def clock(**entries: int) -> VectorClock:
+    return VectorClock(entries)
+
+
+def test_targets_are_up_homes_plus_one_stand_in_per_down_home() -> None:
+    preference = ["a", "b", "c", "d", "e"]
+    up = {"a", "c", "d", "e"}
+    assert plan_targets(preference, up.__contains__, 3) == [
+        Target("a"),
+        Target("c"),
+        Target("d", hint_for="b"),
+    ]
+    assert plan_targets(preference, {"d"}.__contains__, 3) == [Target("d", hint_for="a")]
+    assert plan_targets(preference[:3], {"a"}.__contains__, 3) == [Target("a")]
+
+
+def test_tally_decides_as_soon_as_the_outcome_is_certain() -> None:
+    tally = QuorumTally(targets=3, required=2)
+    tally.succeeded("a", 1)
+    assert not tally.met and not tally.impossible
+    tally.failed("b", "down")
+    assert not tally.met and not tally.impossible
+    tally.failed("c", "down")
+    assert tally.impossible and tally.complete and not tally.met
+    ok = QuorumTally(targets=3, required=2)
+    ok.succeeded("a", 1)
+    ok.succeeded("b", 1)
+    assert ok.met and not ok.complete
+
+
+def test_reconcile_keeps_concurrent_and_drops_dominated() -> None:
+    old = Sibling(clock(a=1), b"old")
+    new = Sibling(clock(a=2), b"new")
+    other = Sibling(clock(a=1, b=1), b"other")
+    assert reconcile([[old], [new]]) == [new]
+    merged = reconcile([[new], [other], [old]])
+    assert {s.value for s in merged} == {b"new", b"other"}
+    assert reconcile([[new], [new]]) == [new]
+    assert reconcile([]) == []
+
+
+def test_missing_siblings_is_what_read_repair_sends() -> None:
+    new = Sibling(clock(a=2), b"new")
+    other = Sibling(clock(b=1), b"other")
+    assert missing_siblings([Sibling(clock(a=1), b"old")], [new, other]) == [new, other]
+    assert missing_siblings([new], [new, other]) == [other]
+    assert missing_siblings([new, other], [new, other]) == []
+
+
+def test_context_and_live() -> None:
+    tomb = Sibling(clock(a=3), None)
+    value = Sibling(clock(b=1), b"x")
+    assert context_of([tomb, value]) == clock(a=3, b=1)
+    assert live([tomb, value]) == [value]
+
+
+def test_next_clock_goes_past_this_nodes_own_latest_write() -> None:
+    current = [Sibling(clock(a=5, b=1), b"latest by a")]
+    stale_context = clock(a=1, b=1)
+    new = next_clock(stale_context, current, "a")
+    assert new == clock(a=6, b=1)
+    assert new.descends(current[0].clock)
+    assert next_clock(VectorClock(), [], "a") == clock(a=1)
