@@ -39,6 +39,7 @@ class HintedHandoff:
         self._run = run_in_thread
         self._running = False
         self.delivered = 0
+        self.pending = 0
 
     async def deliver(self) -> int:
         """One round: hand over what can be handed over now; returns hints delivered."""
@@ -47,6 +48,7 @@ class HintedHandoff:
         self._running = True
         try:
             hints = await self._run(lambda: list(self._records.keys(HINT_PREFIX)))
+            self.pending = len(hints)
             by_home: dict[str, list[tuple[str, str]]] = defaultdict(list)
             for hint in hints:
                 home, key = parse_hint_key(hint)
@@ -61,6 +63,7 @@ class HintedHandoff:
                 except RpcError as e:
                     log.info("hinted handoff to %s deferred: %s", cluster.name_of(home), e)
             self.delivered += delivered
+            self.pending -= delivered
             return delivered
         finally:
             self._running = False

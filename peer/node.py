@@ -54,16 +54,17 @@ class Node(service.MultiService):
 
         self.replica = Replica(self.datadir.blocks, self.datadir.records, run_in_thread)
         self.gossip = GossipService(
-            name=config.name,
-            node_id=self.node_id,
-            host=config.bind,
-            port=config.port,
-            http=(config.http_bind, config.http),
-            seeds=list(config.join),
+            config.name,
+            self.node_id,
+            config.bind,
+            config.port,
+            (advertised_http_host(config.http_bind), config.http),
+            list(config.join),
             codec=self.codec,
             reactor=reactor,
-            config=GossipConfig(probe_interval=config.probe_interval),
-            listen_tcp=False,
+            config=GossipConfig(
+                probe_interval=config.probe_interval, probe_timeout=config.probe_interval / 2
+            ),
         )
         self.cluster = ClusterView(self.node_id, self.gossip.members)
         self._clients: dict[str, RpcClient] = {}
@@ -153,15 +154,26 @@ class Node(service.MultiService):
         return generate_latest(self.registry)
 
     def stopService(self) -> defer.Deferred[Any]:
-        stopped = defer.maybeDeferred(super().stopService)
+        """Leave the cluster gracefully, stop every service, then release the data directory."""
+        return defer.ensureDeferred(self._stop())
 
-        def close(result: Any) -> Any:
+    async def _stop(self) -> None:
+        if self.gossip.running:
+            try:
+                await self.gossip.leave()
+            except Exception as e:
+                log.warning("graceful leave failed: %s", e)
+        try:
+            await defer.maybeDeferred(super().stopService)
+        finally:
             for client in self._clients.values():
                 client.close()
             self.datadir.close()
-            return result
 
-        return stopped.addBoth(close)
+
+def advertised_http_host(bind: str) -> str:
+    """The host other peers and clients should use to reach an HTTP API bound to `bind`."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
 
 
 class _NodeCollector:
@@ -199,7 +211,10 @@ class _NodeCollector:
         yield CounterMetricFamily(
             "qfs_gossip_dropped_datagrams",
             "malformed or unauthenticated gossip datagrams",
-            value=node.gossip.dropped,
+            value=node.gossip.counters.datagrams_dropped,
+        )
+        yield GaugeMetricFamily(
+            "qfs_hints_pending", "hinted writes waiting for their home", value=node.handoff.pending
         )
         stats = node.datadir.blocks.stats()
         yield GaugeMetricFamily("qfs_blocks", "blocks stored on this peer", value=stats.count)

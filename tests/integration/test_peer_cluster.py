@@ -1,0 +1,189 @@
+"""Real `qfs peer` processes on 127.0.0.1, N=3 R=2 W=2: the quorum promises, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from peer.client import Conflict, QfsError
+from peer.manifest import manifest_key
+from storage.datadir import DataDir
+from tests.support import LocalCluster, running_cluster, wait_for
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path, 3) as running:
+        yield running
+
+
+def qfs(cluster: LocalCluster, *args: str, peer: str = "p1", stdin: bytes | None = None):
+    """Run the real `qfs` CLI against `peer`."""
+    return subprocess.run(
+        [sys.executable, "-m", "peer.cli", "--peer", cluster.peer(peer).http_url, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_cli_round_trips_binary_empty_listing_stat_and_rm(cluster, tmp_path: Path) -> None:
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    binary.chmod(0o640)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    for local, remote in [(binary, "/docs/binary.bin"), (empty, "/docs/empty")]:
+        put = qfs(cluster, "put", str(local), remote, "--json")
+        assert put.returncode == 0, put.stderr
+        assert json.loads(put.stdout)["size"] == local.stat().st_size
+    for peer in ("p1", "p2", "p3"):
+        out = tmp_path / f"from-{peer}"
+        got = qfs(cluster, "get", "/docs/binary.bin", str(out), peer=peer)
+        assert got.returncode == 0, got.stderr
+        assert out.read_bytes() == binary.read_bytes()
+        assert out.stat().st_mode & 0o777 == 0o640
+    assert qfs(cluster, "get", "/docs/empty", "-").stdout == b""
+    listing = json.loads(qfs(cluster, "ls", "/docs", "--json", peer="p3").stdout)
+    names = (
+        {e["name"]: e for e in listing["entries"]}
+        if isinstance(listing, dict)
+        else {e["name"]: e for e in listing}
+    )
+    assert names["binary.bin"]["size"] == binary.stat().st_size
+    assert names["empty"]["type"] == "file"
+    stat = json.loads(qfs(cluster, "stat", "/docs/binary.bin", "--json", peer="p2").stdout)
+    assert len(stat["blocks"]) == 4
+    assert all(sorted(b["holders"]) == ["p1", "p2", "p3"] for b in stat["blocks"])
+    assert sorted(stat["replicas"]) == ["p1", "p2", "p3"]
+    assert qfs(cluster, "rm", "/docs/binary.bin").returncode == 0
+    missing = qfs(cluster, "get", "/docs/binary.bin", "-", peer="p3")
+    assert missing.returncode != 0
+    assert len(missing.stderr.decode().strip().splitlines()) == 1
+    members = json.loads(qfs(cluster, "members", "--json").stdout)
+    assert sorted(m["name"] for m in members["members"]) == ["p1", "p2", "p3"]
+
+
+def test_a_200_mib_file_streams_through(cluster, tmp_path: Path) -> None:
+    size = 200 * 1024 * 1024
+    source = tmp_path / "big"
+    digest = hashlib.sha256()
+    with open(source, "wb") as f:
+        for i in range(200):
+            chunk = hashlib.sha256(str(i).encode()).digest() * (1024 * 1024 // 32)
+            f.write(chunk)
+            digest.update(chunk)
+    with cluster.client("p1", timeout=300) as client, open(source, "rb") as f:
+        assert client.put("/big", f)["size"] == size
+    received = hashlib.sha256()
+
+    class Sink(io.RawIOBase):
+        def write(self, data) -> int:
+            received.update(data)
+            return len(data)
+
+    with cluster.client("p3", timeout=300) as client:
+        info = client.get("/big", Sink())
+    assert info.size == size
+    assert received.hexdigest() == digest.hexdigest()
+
+
+def test_quorum_with_peers_killed(cluster) -> None:
+    with cluster.client("p1") as client:
+        client.put("/before", b"written with all three up")
+    cluster.kill("p3")
+    with cluster.client("p1") as client:
+        client.put("/one-down", b"two of three")
+        assert client.get_bytes("/one-down") == b"two of three"
+        assert client.get_bytes("/before") == b"written with all three up"
+    cluster.kill("p2")
+    with cluster.client("p1") as client:
+        with pytest.raises(QfsError) as refused:
+            client.put("/two-down", b"must not be acknowledged")
+        assert refused.value.status == 503
+        with pytest.raises(QfsError) as unreadable:
+            client.get_bytes("/before")
+        assert unreadable.value.status == 503
+        assert client.get_bytes("/before", r=1) == b"written with all three up"
+        assert client.get_bytes("/one-down", r=1) == b"two of three"
+
+
+def local_siblings(cluster: LocalCluster, name: str, key: str):
+    """What peer `name` holds for `key`, read from its data directory while it is stopped."""
+    cluster.kill(name, signal.SIGTERM)
+    with DataDir(cluster.root / name) as datadir:
+        return datadir.records.get(key)
+
+
+def test_read_repair_fixes_a_replica_that_missed_a_write(cluster) -> None:
+    with cluster.client("p1") as client:
+        client.put("/rr", b"version one")
+        cluster.kill("p3")
+        client.put("/rr", b"version two")
+    cluster.restart("p3")
+    with cluster.client("p3") as client:
+        for _ in range(3):
+            assert client.get_bytes("/rr") == b"version two"
+    siblings = local_siblings(cluster, "p3", manifest_key("/rr"))
+    assert len(siblings) == 1
+    assert b"version two" in siblings[0].value
+
+
+def pending_hints(cluster: LocalCluster) -> int:
+    """Hints not yet handed over, summed over the running peers (from /metrics)."""
+    total = 0
+    for peer in cluster.peers:
+        if peer.running():
+            text = httpx.get(peer.http_url + "/metrics", timeout=5).text
+            total += int(float(re.search(r"^qfs_hints_pending (\S+)$", text, re.M).group(1)))
+    return total
+
+
+def test_hinted_handoff_delivers_to_a_returning_peer(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, 4) as cluster, cluster.client("p1") as client:
+        paths = [f"/hinted/{i}" for i in range(12)]
+        cluster.kill("p4")
+        cluster.wait_state("p1", "p4", "dead", timeout=30)
+        for path in paths:
+            client.put(path, path.encode())
+        wait_for(lambda: pending_hints(cluster) > 0, 10, "stand-ins counting their hints")
+        homes = {path: client.stat(path)["replicas"] for path in paths}
+        mine = [path for path, replicas in homes.items() if "p4" in replicas]
+        assert mine, "with 12 paths over 4 peers some must belong to p4"
+        cluster.restart("p4")
+        wait_for(lambda: pending_hints(cluster) == 0, 20, "hints handed over to p4")
+        cluster.kill("p4", signal.SIGTERM)
+        with DataDir(cluster.root / "p4") as datadir:
+            found = {path: datadir.records.get(manifest_key(path)) for path in mine}
+        assert all(len(siblings) == 1 for siblings in found.values()), found
+
+
+def test_concurrent_writes_through_different_peers_make_siblings(cluster, tmp_path) -> None:
+    with cluster.client("p1") as first, cluster.client("p2") as second:
+        base = first.put("/shared", b"base")["version"]
+        first.put("/shared", b"written via p1", version=base)
+        second.put("/shared", b"written via p2", version=base)
+        with pytest.raises(Conflict) as conflict:
+            first.get_bytes("/shared")
+        assert len(conflict.value.siblings) == 2
+        contents = {
+            first.get_bytes("/shared", version=s["version"]) for s in conflict.value.siblings
+        }
+        assert contents == {b"written via p1", b"written via p2"}
+    cli = qfs(cluster, "get", "/shared", str(tmp_path / "out"), peer="p3")
+    assert cli.returncode != 0
+    assert b"conflict" in cli.stderr.lower()
+    with cluster.client("p3") as third:
+        third.put("/shared", b"resolved", version=conflict.value.version)
+        assert third.get_bytes("/shared") == b"resolved"

@@ -1,0 +1,131 @@
+"""A local cluster of real `qfs peer` processes for integration tests, chaos runs and benchmarks.
+
+Ports are picked free on 127.0.0.1 (the same number for UDP gossip and TCP RPC); every peer
+gets its own data directory; only processes started here are signalled, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+from peer import launcher
+from peer.client import Client
+from peer.launcher import PeerProcess
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port found")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` every 0.1 s until it is true; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        time.sleep(0.1)
+
+
+class LocalCluster:
+    """`size` peers on 127.0.0.1 joining each other, with data under `root`."""
+
+    def __init__(self, root: Path, size: int = 3, extra: list[str] | None = None) -> None:
+        self.root = root
+        self.extra = list(extra or [])
+        self.peers: list[PeerProcess] = []
+        self.ports: dict[str, tuple[int, int]] = {}
+        names = [f"p{i + 1}" for i in range(size)]
+        for name in names:
+            self.ports[name] = (free_port(), free_port())
+        for name in names:
+            self.peers.append(self._process(name))
+
+    def _process(self, name: str, extra: list[str] | None = None) -> PeerProcess:
+        port, http = self.ports[name]
+        others = [p for n, (p, _) in self.ports.items() if n != name]
+        argv = launcher.peer_argv(
+            name, self.root / name, port, http, join=others, extra=self.extra + (extra or [])
+        )
+        return PeerProcess(name, argv, f"http://127.0.0.1:{http}")
+
+    def peer(self, name: str) -> PeerProcess:
+        """The peer called `name`."""
+        return next(p for p in self.peers if p.name == name)
+
+    def start(self, timeout: float = 30.0) -> float:
+        """Start every peer and wait until they all see each other; seconds to converge."""
+        for peer in self.peers:
+            if not peer.running():
+                launcher.start(peer, log_dir=self.root / "logs")
+        return launcher.wait_converged(self.peers, timeout)
+
+    def client(self, name: str = "p1", **kw: object) -> Client:
+        """A client talking to peer `name`."""
+        return Client(self.peer(name).http_url, **kw)  # type: ignore[arg-type]
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Signal one peer (SIGKILL by default) and, for a kill, wait for it to be gone."""
+        peer = self.peer(name)
+        peer.signal(signum)
+        if signum in (signal.SIGKILL, signal.SIGTERM) and peer.process is not None:
+            peer.process.wait(15)
+
+    def restart(self, name: str, timeout: float = 30.0) -> None:
+        """Start a stopped peer again with the same data and wait for the cluster to converge."""
+        peer = self.peer(name)
+        if peer.running():
+            raise RuntimeError(f"{name} is still running")
+        launcher.start(peer, log_dir=self.root / "logs")
+        launcher.wait_converged([p for p in self.peers if p.running()], timeout)
+
+    def wait_state(self, observer: str, member: str, state: str, timeout: float = 20.0) -> None:
+        """Wait until `observer` sees `member` in gossip state `state`."""
+        deadline = time.monotonic() + timeout
+        url = self.peer(observer).http_url + "/v1/cluster"
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                members = httpx.get(url, timeout=2).json()["members"]
+                if any(m["name"] == member and m["state"] == state for m in members):
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{observer} did not see {member} {state} within {timeout}s")
+
+    def stop(self) -> None:
+        """Stop every peer still running (SIGTERM, then SIGKILL)."""
+        launcher.stop(self.peers)
+
+    def log(self, name: str) -> str:
+        """The output of peer `name` so far (for failure messages)."""
+        path = self.peer(name).log_path
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+
+@contextlib.contextmanager
+def running_cluster(
+    root: Path, size: int = 3, extra: list[str] | None = None
+) -> Iterator[LocalCluster]:
+    """A started LocalCluster, stopped on exit whatever happens."""
+    cluster = LocalCluster(root, size, extra)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
