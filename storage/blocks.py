@@ -1,0 +1,379 @@
+"""Content-addressed block stores: a block's name is the BLAKE3 hash of its bytes.
+
+Contract (run against every implementation by tests/unit/test_blocks.py):
+- ``put`` is idempotent: storing an existing block succeeds without rewriting it.
+- every ``get`` re-hashes; a mismatch moves the bad copy to quarantine and raises BlockCorrupt,
+  after which the block is absent (so a replica can fetch a good copy and ``put`` it again).
+- a hash string is exactly 64 lowercase hex digits, anything else is a ValueError: a name can
+  never walk out of the store's directory.
+
+``DiskBlockStore`` keeps ``root/ab/<64 hex>`` (git-style fan-out by the first byte). A put
+writes ``root/incoming/<temp>``, fsyncs it, renames it into place and fsyncs the fan-out
+directory, so a crash leaves either no block or the whole block under its final name; temp
+files left by a crash are wiped when the store opens. One process owns a root at a time
+(``storage.datadir.DataDir`` holds the lock). All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from storage.fsutil import sync_dir
+
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_FANOUT = [f"{i:02x}" for i in range(256)]
+
+
+class BlockError(Exception):
+    """Base class for block store failures."""
+
+
+class BlockNotFound(BlockError):
+    """No block with this hash is stored."""
+
+    def __init__(self, hash: str) -> None:
+        super().__init__(f"block {hash} not found")
+        self.hash = hash
+
+
+class HashMismatch(BlockError):
+    """The data handed to ``put`` does not hash to the expected value."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"block hash mismatch: expected {expected}, data hashes to {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class BlockCorrupt(BlockError):
+    """A stored block no longer matches its hash; the bad copy was quarantined."""
+
+    def __init__(self, hash: str, quarantined_path: Path | None) -> None:
+        where = f"moved to {quarantined_path}" if quarantined_path else "quarantined"
+        super().__init__(f"block {hash} is corrupt ({where})")
+        self.hash = hash
+        # None when the copy lives in memory or another caller quarantined it first.
+        self.quarantined_path = quarantined_path
+
+
+def block_hash(data: bytes) -> str:
+    """The block's name: BLAKE3 of its bytes as 64 lowercase hex digits."""
+    return blake3.blake3(data).hexdigest()
+
+
+def check_hash(hash: object) -> str:
+    """Return ``hash`` if it is 64 lowercase hex digits, else raise ValueError."""
+    if not isinstance(hash, str) or not _HASH_RE.fullmatch(hash):
+        raise ValueError(f"malformed block hash (want 64 lowercase hex digits): {hash!r:.80}")
+    return hash
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    """What a store holds: live blocks, their total size, and distinct quarantined hashes."""
+
+    count: int
+    bytes: int
+    quarantined: int
+
+
+class BlockStore(abc.ABC):
+    """The block store contract shared by the disk and memory implementations."""
+
+    @abc.abstractmethod
+    def put(self, data: bytes, expected_hash: str | None = None) -> str:
+        """Store ``data`` durably and return its hash; HashMismatch if not ``expected_hash``."""
+
+    @abc.abstractmethod
+    def get(self, hash: str) -> bytes:
+        """The verified bytes; BlockNotFound if absent, BlockCorrupt (and quarantine) if bad."""
+
+    @abc.abstractmethod
+    def has(self, hash: str) -> bool:
+        """Whether a block is stored (not verified: use ``get`` for that)."""
+
+    @abc.abstractmethod
+    def size(self, hash: str) -> int | None:
+        """The stored block's size in bytes, or None if absent."""
+
+    @abc.abstractmethod
+    def delete(self, hash: str) -> bool:
+        """Remove a block; False if it was not there."""
+
+    @abc.abstractmethod
+    def hashes(self) -> Iterator[str]:
+        """Every stored block's hash, in no particular order (for anti-entropy)."""
+
+    @abc.abstractmethod
+    def stats(self) -> BlockStats:
+        """Counts and sizes, without reading block contents."""
+
+    @abc.abstractmethod
+    def quarantined(self) -> list[str]:
+        """Sorted distinct hashes whose stored copies were found corrupt."""
+
+
+class MemoryBlockStore(BlockStore):
+    """The block store contract in memory, for tests of the packages above storage."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blocks: dict[str, bytes] = {}
+        self._quarantine: dict[str, bytes] = {}
+
+    def put(self, data: bytes, expected_hash: str | None = None) -> str:
+        """See BlockStore.put."""
+        hash = _hash_checked(data, expected_hash)
+        with self._lock:
+            self._blocks.setdefault(hash, bytes(data))
+        return hash
+
+    def get(self, hash: str) -> bytes:
+        """See BlockStore.get."""
+        check_hash(hash)
+        with self._lock:
+            data = self._blocks.get(hash)
+            if data is None:
+                raise BlockNotFound(hash)
+            if block_hash(data) != hash:
+                self._quarantine[hash] = self._blocks.pop(hash)
+                raise BlockCorrupt(hash, None)
+        return data
+
+    def has(self, hash: str) -> bool:
+        """See BlockStore.has."""
+        check_hash(hash)
+        with self._lock:
+            return hash in self._blocks
+
+    def size(self, hash: str) -> int | None:
+        """See BlockStore.size."""
+        check_hash(hash)
+        with self._lock:
+            data = self._blocks.get(hash)
+        return None if data is None else len(data)
+
+    def delete(self, hash: str) -> bool:
+        """See BlockStore.delete."""
+        check_hash(hash)
+        with self._lock:
+            return self._blocks.pop(hash, None) is not None
+
+    def hashes(self) -> Iterator[str]:
+        """See BlockStore.hashes."""
+        with self._lock:
+            snapshot = list(self._blocks)
+        return iter(snapshot)
+
+    def stats(self) -> BlockStats:
+        """See BlockStore.stats."""
+        with self._lock:
+            size = sum(len(data) for data in self._blocks.values())
+            return BlockStats(len(self._blocks), size, len(self._quarantine))
+
+    def quarantined(self) -> list[str]:
+        """See BlockStore.quarantined."""
+        with self._lock:
+            return sorted(self._quarantine)
+
+    def corrupt(self, hash: str) -> None:
+        """Flip one bit of a stored block, to test corruption handling and read-repair."""
+        check_hash(hash)
+        with self._lock:
+            data = self._blocks.get(hash)
+            if data is None:
+                raise BlockNotFound(hash)
+            flipped = bytearray(data or b"\0")  # an empty block becomes one wrong byte
+            flipped[len(flipped) // 2] ^= 0x01
+            self._blocks[hash] = bytes(flipped)
+
+
+class DiskBlockStore(BlockStore):
+    """Blocks as files under ``root`` (layout and crash behaviour in the module docstring)."""
+
+    def __init__(self, root: str | Path, fsync: bool = True) -> None:
+        """Create the layout if needed and wipe ``incoming/``; ``fsync=False`` is for tests."""
+        self.root = Path(root)
+        self._fsync = fsync
+        self._incoming = self.root / "incoming"
+        self._quarantine = self.root / "quarantine"
+        # Guards the check-then-rename of put, delete, quarantine and the counters below.
+        self._lock = threading.Lock()
+        self._count: int | None = None  # counted lazily on the first stats() call
+        self._bytes = 0
+        created_root = not self.root.is_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in (*_FANOUT, "incoming", "quarantine"):
+            (self.root / name).mkdir(exist_ok=True)
+        for leftover in os.scandir(self._incoming):
+            os.unlink(leftover.path)
+        self._sync_dir(self._incoming)
+        self._sync_dir(self.root)
+        if created_root:
+            self._sync_dir(self.root.parent)
+
+    def _path(self, hash: str) -> Path:
+        return self.root / hash[:2] / hash
+
+    def _sync_dir(self, path: Path) -> None:
+        """Make renames and unlinks in ``path`` durable."""
+        if self._fsync:
+            sync_dir(path)
+
+    def put(self, data: bytes, expected_hash: str | None = None) -> str:
+        """See BlockStore.put. A stored copy of the wrong size is quarantined and replaced."""
+        hash = _hash_checked(data, expected_hash)
+        final = self._path(hash)
+        size = memoryview(data).nbytes
+        if _stat_size(final) == size:
+            # Present already. Its rename may be another thread's, not yet fsynced: syncing
+            # the directory (cheap when clean) makes our acknowledgement true.
+            self._sync_dir(final.parent)
+            return hash
+        temp = self._write_temp(hash, data)
+        try:
+            with self._lock:
+                existing = _stat_size(final)
+                if existing != size:
+                    if existing is not None:
+                        self._quarantine_locked(hash, final)
+                    os.replace(temp, final)
+                    temp = None
+                    if self._count is not None:
+                        self._count += 1
+                        self._bytes += size
+        finally:
+            if temp is not None:
+                os.unlink(temp)
+        self._sync_dir(final.parent)
+        return hash
+
+    def _write_temp(self, hash: str, data: bytes) -> Path:
+        """Write ``data`` to a fresh read-only file under incoming/ and make it durable."""
+        temp = self._incoming / f"{hash}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            view = memoryview(data).cast("B")
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._fsync:
+                os.fdatasync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        os.close(fd)
+        return temp
+
+    def get(self, hash: str) -> bytes:
+        """See BlockStore.get."""
+        path = self._path(check_hash(hash))
+        try:
+            with open(path, "rb", buffering=0) as file:
+                opened = os.fstat(file.fileno())
+                data = file.read()
+        except FileNotFoundError:
+            raise BlockNotFound(hash) from None
+        if block_hash(data) == hash:
+            return data
+        with self._lock:
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            # Quarantine only the copy we read; a concurrent put may have replaced it.
+            same = current is not None and (current.st_ino, current.st_dev) == (
+                opened.st_ino,
+                opened.st_dev,
+            )
+            moved = self._quarantine_locked(hash, path) if same else None
+        raise BlockCorrupt(hash, moved)
+
+    def _quarantine_locked(self, hash: str, path: Path) -> Path:
+        """Move a bad copy out of the store (caller holds the lock); returns its new path."""
+        size = path.stat().st_size
+        target = self._quarantine / f"{hash}.{secrets.token_hex(4)}"
+        os.replace(path, target)
+        if self._count is not None:
+            self._count -= 1
+            self._bytes -= size
+        self._sync_dir(self._quarantine)
+        self._sync_dir(path.parent)
+        return target
+
+    def has(self, hash: str) -> bool:
+        """See BlockStore.has."""
+        return self._path(check_hash(hash)).is_file()
+
+    def size(self, hash: str) -> int | None:
+        """See BlockStore.size."""
+        return _stat_size(self._path(check_hash(hash)))
+
+    def delete(self, hash: str) -> bool:
+        """See BlockStore.delete."""
+        path = self._path(check_hash(hash))
+        with self._lock:
+            size = _stat_size(path)
+            if size is None:
+                return False
+            os.unlink(path)
+            if self._count is not None:
+                self._count -= 1
+                self._bytes -= size
+        self._sync_dir(path.parent)
+        return True
+
+    def hashes(self) -> Iterator[str]:
+        """See BlockStore.hashes (each fan-out directory is listed as it is reached)."""
+        for prefix in _FANOUT:
+            for name in os.listdir(self.root / prefix):
+                if _is_block_name(prefix, name):
+                    yield name
+
+    def stats(self) -> BlockStats:
+        """See BlockStore.stats (the first call scans the store, later ones are O(1))."""
+        with self._lock:
+            if self._count is None:
+                count = total = 0
+                for prefix in _FANOUT:
+                    for entry in os.scandir(self.root / prefix):
+                        if _is_block_name(prefix, entry.name) and entry.is_file():
+                            count += 1
+                            total += entry.stat().st_size
+                self._count, self._bytes = count, total
+            return BlockStats(self._count, self._bytes, len(self.quarantined()))
+
+    def quarantined(self) -> list[str]:
+        """See BlockStore.quarantined (read from ``root/quarantine/``, so it survives restarts)."""
+        names = {name[:64] for name in os.listdir(self._quarantine)}
+        return sorted(name for name in names if _HASH_RE.fullmatch(name))
+
+
+def _hash_checked(data: bytes, expected_hash: str | None) -> str:
+    if expected_hash is not None:
+        check_hash(expected_hash)
+    hash = block_hash(data)
+    if expected_hash is not None and hash != expected_hash:
+        raise HashMismatch(expected_hash, hash)
+    return hash
+
+
+def _is_block_name(prefix: str, name: str) -> bool:
+    """Whether ``name`` in fan-out folder ``prefix`` is a block file (strays are ignored)."""
+    return name.startswith(prefix) and _HASH_RE.fullmatch(name) is not None
+
+
+def _stat_size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,116 @@
+"""One peer's data directory: an exclusive lock, a stable node id, blocks and records.
+
+Layout::
+
+    DIR/LOCK            flock'ed by the owning process, holds its pid (for error messages)
+    DIR/node_id         32 lowercase hex digits, created once on first open and kept
+    DIR/blocks/         DiskBlockStore
+    DIR/records.sqlite  RecordStore (plus its -wal and -shm files)
+
+The lock is an ``fcntl.flock`` on an open file, so the kernel releases it when the owner dies,
+however it dies; a stale LOCK file never blocks a restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+from pathlib import Path
+from types import TracebackType
+
+from storage.blocks import DiskBlockStore
+from storage.fsutil import sync_dir, write_atomic
+from storage.records import RecordStore
+
+_NODE_ID_RE = re.compile(r"[0-9a-f]{32}\n?")
+
+
+class DataDirLocked(RuntimeError):
+    """Another process (or another DataDir in this one) owns the data directory."""
+
+
+class DataDir:
+    """Exclusive owner of a peer's data directory (see the module docstring)."""
+
+    def __init__(self, path: str | Path, fsync: bool = True) -> None:
+        """Lock ``path`` (creating it), load or create the node id, open the stores.
+
+        Raises DataDirLocked if another owner holds it, ValueError on a malformed node_id.
+        """
+        self.path = Path(path)
+        created = not self.path.is_dir()
+        self.path.mkdir(parents=True, exist_ok=True)
+        if created and fsync:
+            sync_dir(self.path.parent)
+        self._lock_fd: int | None = _acquire_lock(self.path / "LOCK")
+        try:
+            self.node_id = _load_node_id(self.path / "node_id")
+            self.blocks = DiskBlockStore(self.path / "blocks", fsync=fsync)
+            self.records = RecordStore(self.path / "records.sqlite")
+        except BaseException:
+            self._release()
+            raise
+
+    def close(self) -> None:
+        """Close the record store and release the lock. Idempotent."""
+        if self._lock_fd is not None:
+            self.records.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the only descriptor drops the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> DataDir:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DataDir({str(self.path)!r}, node_id={self.node_id!r})"
+
+
+def _acquire_lock(path: Path) -> int:
+    """Take the exclusive non-blocking flock and record our pid; returns the open descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise DataDirLocked(
+            f"data directory {path.parent} is in use by {who} (lock file {path})"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _load_node_id(path: Path) -> str:
+    """Read the node id, creating it on first start; ValueError naming the file if malformed."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        node_id = secrets.token_hex(16)
+        write_atomic(path, f"{node_id}\n".encode())
+        return node_id
+    text = raw.decode("ascii", "replace")
+    if not _NODE_ID_RE.fullmatch(text):
+        raise ValueError(
+            f"{path}: malformed node id {text[:40]!r} (want 32 lowercase hex digits); "
+            "fix or remove the file only if this directory should become a new node"
+        )
+    return text.strip()

@@ -1,0 +1,285 @@
+"""The record store: each key holds a set of siblings (vector clock + value or tombstone).
+
+Merge rule of ``put`` (the same on every replica, so replicas converge whatever the order):
+if a stored sibling descends the new one (equal included) nothing changes; otherwise the
+stored siblings the new one descends are dropped, concurrent ones stay, and the new one joins.
+
+SQLite in WAL mode with ``synchronous=FULL``: a write is durable when the call returns.
+Writers that overlap share one transaction and one fsync (group commit): a caller queues its
+items, and whichever caller holds the database lock commits everything queued so far, each
+caller's items under its own savepoint so one caller's bad record cannot fail another's.
+Thread-safe; one connection guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cbor2
+
+from storage.fsutil import sync_dir
+from storage.vclock import VectorClock
+
+_PAGE = 256  # rows fetched per query when iterating, so the lock is never held across yields
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """One version of a key: its clock and its bytes, or None for a deletion (tombstone)."""
+
+    clock: VectorClock
+    value: bytes | None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.clock, VectorClock):
+            raise TypeError(f"Sibling.clock must be a VectorClock, got {self.clock!r:.80}")
+        if self.value is not None and not isinstance(self.value, bytes):
+            raise TypeError(f"Sibling.value must be bytes or None, got {type(self.value)}")
+
+    @property
+    def tombstone(self) -> bool:
+        """True when this sibling records a deletion."""
+        return self.value is None
+
+
+class RecordCorrupt(ValueError):
+    """A stored row cannot be decoded; ``key`` names the record."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"record {key!r} is corrupt: {reason}")
+        self.key = key
+
+
+@dataclass
+class _Request:
+    """One caller's queued writes and, once committed, their outcome."""
+
+    items: list[tuple[str, Sibling]]
+    done: bool = False
+    results: list[list[Sibling]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class RecordStore:
+    """Keys -> siblings in one SQLite file (see the module docstring for the guarantees)."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open or create the store; ValueError if the file is not a usable database."""
+        self.path = Path(path)
+        created = not self.path.exists()
+        self._lock = threading.Lock()  # owns the connection
+        self._queue_lock = threading.Lock()  # owns _queue
+        self._queue: list[_Request] = []
+        try:
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise ValueError(f"{self.path}: cannot open record store: {exc}") from exc
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise ValueError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS records"
+                " (key TEXT PRIMARY KEY, siblings BLOB NOT NULL) WITHOUT ROWID"
+            )
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ValueError(f"{self.path}: not a usable record store: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+        if created:
+            sync_dir(self.path.parent)  # the new database file's directory entry
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise ValueError(f"record store {self.path} is closed")
+        return self._db
+
+    def get(self, key: str) -> list[Sibling]:
+        """The key's siblings (empty if absent)."""
+        _check_key(key)
+        with self._lock:
+            return self._load(self._conn(), key)
+
+    def put(self, key: str, sibling: Sibling) -> list[Sibling]:
+        """Apply the merge rule durably; returns the key's siblings afterwards."""
+        return self.put_many([(key, sibling)])[0]
+
+    def put_many(self, items: Iterable[tuple[str, Sibling]]) -> list[list[Sibling]]:
+        """Apply several puts atomically in one transaction; one result per item, in order."""
+        request = _Request(list(items))
+        for key, sibling in request.items:
+            _check_key(key)
+            if not isinstance(sibling, Sibling):
+                raise TypeError(f"expected a Sibling for {key!r}, got {type(sibling).__name__}")
+        if not request.items:
+            return []
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._lock:
+            if not request.done:  # nobody committed it while we waited: lead a group commit
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if request.error is not None:
+            raise request.error
+        return request.results
+
+    def _commit(self, batch: list[_Request]) -> None:
+        """Apply queued requests in one transaction (caller holds the lock)."""
+        try:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for request in batch:
+                    db.execute("SAVEPOINT request")
+                    try:
+                        request.results = [self._apply(db, k, s) for k, s in request.items]
+                    except Exception as exc:
+                        db.execute("ROLLBACK TO request")
+                        request.error = exc
+                    db.execute("RELEASE request")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            for request in batch:
+                request.error = request.error or exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for request in batch:
+                request.done = True
+
+    def _apply(self, db: sqlite3.Connection, key: str, new: Sibling) -> list[Sibling]:
+        siblings = self._load(db, key)
+        if any(old.clock.descends(new.clock) for old in siblings):
+            return siblings
+        siblings = [old for old in siblings if not new.clock.descends(old.clock)]
+        siblings.append(new)
+        db.execute(
+            "INSERT OR REPLACE INTO records (key, siblings) VALUES (?, ?)",
+            (key, _encode(siblings)),
+        )
+        return siblings
+
+    def _load(self, db: sqlite3.Connection, key: str) -> list[Sibling]:
+        row = db.execute("SELECT siblings FROM records WHERE key = ?", (key,)).fetchone()
+        return [] if row is None else _decode(key, row[0])
+
+    def delete(self, key: str) -> bool:
+        """Purge a key and all its siblings durably (tombstone GC); False if it was absent."""
+        _check_key(key)
+        with self._lock:
+            cursor = self._conn().execute("DELETE FROM records WHERE key = ?", (key,))
+            return cursor.rowcount > 0
+
+    def range(self, start: str = "", end: str | None = None) -> Iterator[tuple[str, list[Sibling]]]:
+        """Keys in [start, end) ascending with their siblings, read a page at a time.
+
+        Keys written during the iteration may or may not appear; each yielded entry is
+        consistent. A corrupt row raises RecordCorrupt when reached.
+        """
+        _check_key(start)
+        if end is not None:
+            _check_key(end)
+        low, inclusive = start, True
+        while True:
+            op = ">=" if inclusive else ">"
+            sql = f"SELECT key, siblings FROM records WHERE key {op} ?"
+            params: list[str | int] = [low]
+            if end is not None:
+                sql += " AND key < ?"
+                params.append(end)
+            sql += " ORDER BY key LIMIT ?"
+            params.append(_PAGE)
+            with self._lock:
+                rows = self._conn().execute(sql, params).fetchall()
+            for key, blob in rows:
+                yield key, _decode(key, blob)
+            if len(rows) < _PAGE:
+                return
+            low, inclusive = rows[-1][0], False
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with ``prefix``, ascending."""
+        _check_key(prefix)
+        low, inclusive = prefix, True
+        while True:
+            op = ">=" if inclusive else ">"
+            with self._lock:
+                rows = (
+                    self._conn()
+                    .execute(
+                        f"SELECT key FROM records WHERE key {op} ? ORDER BY key LIMIT ?",
+                        (low, _PAGE),
+                    )
+                    .fetchall()
+                )
+            for (key,) in rows:
+                if not key.startswith(prefix):
+                    return
+                yield key
+            if len(rows) < _PAGE:
+                return
+            low, inclusive = rows[-1][0], False
+
+    def count(self) -> int:
+        """Number of keys stored."""
+        with self._lock:
+            return self._conn().execute("SELECT count(*) FROM records").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the database; later calls raise ValueError. Idempotent."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"record key must be a str, got {type(key).__name__}")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"record key is not valid text: {key!r:.80}") from exc
+
+
+def _encode(siblings: list[Sibling]) -> bytes:
+    """CBOR: a list of [clock map, value bytes or null]."""
+    return cbor2.dumps([[s.clock.to_cbor(), s.value] for s in siblings], canonical=True)
+
+
+def _decode(key: str, blob: object) -> list[Sibling]:
+    if not isinstance(blob, bytes):
+        raise RecordCorrupt(key, f"stored value is {type(blob).__name__}, not a blob")
+    try:
+        items = cbor2.loads(blob)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise RecordCorrupt(key, f"undecodable CBOR ({exc})") from exc
+    if not isinstance(items, list) or not items:
+        raise RecordCorrupt(key, "expected a non-empty list of siblings")
+    siblings = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise RecordCorrupt(key, f"sibling is not a [clock, value] pair: {item!r:.80}")
+        raw_clock, value = item
+        if value is not None and not isinstance(value, bytes):
+            raise RecordCorrupt(key, f"sibling value is {type(value).__name__}, not bytes")
+        try:
+            clock = VectorClock.from_cbor(raw_clock)
+        except ValueError as exc:
+            raise RecordCorrupt(key, str(exc)) from exc
+        siblings.append(Sibling(clock, value))
+    return siblings

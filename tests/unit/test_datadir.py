@@ -1,0 +1,107 @@
+"""Data directory: lock, stable node id, stores wired in."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from storage.blocks import DiskBlockStore
+from storage.datadir import DataDir, DataDirLocked
+from storage.records import RecordStore, Sibling
+from storage.vclock import VectorClock
+
+
+def test_first_open_creates_layout(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "data"
+    with DataDir(path) as data:
+        assert data.path == path
+        assert re.fullmatch(r"[0-9a-f]{32}", data.node_id)
+        assert (path / "node_id").read_text() == data.node_id + "\n"
+        assert (path / "LOCK").read_text() == f"{os.getpid()}\n"
+        assert isinstance(data.blocks, DiskBlockStore)
+        assert isinstance(data.records, RecordStore)
+        assert (path / "blocks" / "incoming").is_dir()
+        assert (path / "records.sqlite").exists()
+        assert repr(data.node_id) in repr(data)
+
+
+def test_node_id_is_kept_and_data_persists(tmp_path: Path) -> None:
+    with DataDir(tmp_path) as data:
+        node_id = data.node_id
+        block = data.blocks.put(b"block")
+        data.records.put("k", Sibling(VectorClock({node_id: 1}), b"v"))
+    with DataDir(tmp_path) as again:
+        assert again.node_id == node_id
+        assert again.blocks.get(block) == b"block"
+        assert again.records.get("k") == [Sibling(VectorClock({node_id: 1}), b"v")]
+
+
+def test_distinct_dirs_get_distinct_ids(tmp_path: Path) -> None:
+    with DataDir(tmp_path / "a") as a, DataDir(tmp_path / "b") as b:
+        assert a.node_id != b.node_id
+
+
+def test_second_owner_is_refused(tmp_path: Path) -> None:
+    with DataDir(tmp_path) as data:
+        with pytest.raises(DataDirLocked) as info:
+            DataDir(tmp_path)
+        message = str(info.value)
+        assert str(tmp_path) in message and str(os.getpid()) in message
+        assert data.records.count() == 0  # the owner is unharmed
+        assert (tmp_path / "LOCK").read_text() == f"{os.getpid()}\n"
+    with DataDir(tmp_path):  # released on close
+        pass
+
+
+def test_locked_without_a_known_pid(tmp_path: Path) -> None:
+    with DataDir(tmp_path):
+        (tmp_path / "LOCK").write_text("")
+        with pytest.raises(DataDirLocked, match="another process"):
+            DataDir(tmp_path)
+
+
+def test_close_is_idempotent(tmp_path: Path) -> None:
+    data = DataDir(tmp_path)
+    data.close()
+    data.close()
+    with pytest.raises(ValueError, match="closed"):
+        data.records.get("k")
+
+
+def test_stale_lock_file_does_not_block(tmp_path: Path) -> None:
+    (tmp_path / "LOCK").write_text("999999\n")  # left by a dead process
+    with DataDir(tmp_path) as data:
+        assert data.node_id
+
+
+def test_node_id_without_newline_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "node_id").write_text("0123456789abcdef0123456789abcdef")
+    with DataDir(tmp_path) as data:
+        assert data.node_id == "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"xyz\n", b"0123456789ABCDEF0123456789ABCDEF\n", b"0" * 31, b"0" * 33, b"\xff" * 32],
+    ids=repr,
+)
+def test_malformed_node_id_is_refused(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "node_id").write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "node_id"))):
+        DataDir(tmp_path)
+    assert (tmp_path / "node_id").read_bytes() == content  # not silently replaced
+    (tmp_path / "node_id").unlink()
+    with DataDir(tmp_path):  # the failed open released the lock
+        pass
+
+
+def test_corrupt_record_file_fails_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "records.sqlite").write_bytes(b"garbage" * 1000)
+    with pytest.raises(ValueError, match=r"records\.sqlite"):
+        DataDir(tmp_path)
+    (tmp_path / "records.sqlite").unlink()
+    with DataDir(tmp_path):
+        pass

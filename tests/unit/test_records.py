@@ -1,0 +1,252 @@
+"""Record store: sibling merge rule, durability across reopen, ranges, corrupt rows."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from storage.records import RecordCorrupt, RecordStore, Sibling
+from storage.vclock import VectorClock
+
+
+def vc(**entries: int) -> VectorClock:
+    return VectorClock(entries)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "records.sqlite"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[RecordStore]:
+    records = RecordStore(db_path)
+    yield records
+    records.close()
+
+
+def raw_write(path: Path, key: str, blob: object) -> None:
+    """Write a row behind the store's back, as disk corruption or a bad tool would."""
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO records (key, siblings) VALUES (?, ?)", (key, blob))
+
+
+# --- siblings -----------------------------------------------------------------------------
+
+
+def test_sibling_tombstone() -> None:
+    assert Sibling(vc(a=1), None).tombstone
+    assert not Sibling(vc(a=1), b"").tombstone
+
+
+def test_sibling_validates_types() -> None:
+    with pytest.raises(TypeError):
+        Sibling({"a": 1}, b"x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Sibling(vc(a=1), "text")  # type: ignore[arg-type]
+
+
+# --- merge rule ---------------------------------------------------------------------------
+
+
+def test_absent_key(store: RecordStore) -> None:
+    assert store.get("nope") == []
+    assert store.count() == 0
+
+
+def test_newer_replaces_older(store: RecordStore) -> None:
+    first = Sibling(vc(a=1), b"one")
+    second = Sibling(vc(a=2), b"two")
+    assert store.put("k", first) == [first]
+    assert store.put("k", second) == [second]
+    assert store.get("k") == [second]
+
+
+def test_older_or_equal_changes_nothing(store: RecordStore) -> None:
+    current = Sibling(vc(a=2, b=1), b"current")
+    store.put("k", current)
+    assert store.put("k", Sibling(vc(a=1), b"stale")) == [current]
+    assert store.put("k", Sibling(vc(a=2, b=1), b"same clock, other bytes")) == [current]
+    assert store.get("k") == [current]
+
+
+def test_concurrent_writes_become_siblings(store: RecordStore) -> None:
+    base = Sibling(vc(a=1), b"base")
+    left = Sibling(vc(a=2), b"left")
+    right = Sibling(vc(a=1, b=1), b"right")
+    store.put("k", base)
+    store.put("k", left)
+    assert store.put("k", right) == [left, right]
+    # A write that has seen both resolves them.
+    resolved = Sibling(vc(a=2, b=2), b"resolved")
+    assert store.put("k", resolved) == [resolved]
+
+
+def test_new_sibling_drops_only_what_it_descends(store: RecordStore) -> None:
+    left, right = Sibling(vc(a=1), b"l"), Sibling(vc(b=1), b"r")
+    store.put("k", left)
+    store.put("k", right)
+    newer_left = Sibling(vc(a=2), b"l2")
+    assert store.put("k", newer_left) == [right, newer_left]
+
+
+def test_tombstone_is_a_sibling(store: RecordStore) -> None:
+    store.put("k", Sibling(vc(a=1), b"v"))
+    tomb = Sibling(vc(a=2), None)
+    assert store.put("k", tomb) == [tomb]
+    assert store.get("k")[0].tombstone
+    assert store.count() == 1
+
+
+def test_put_many_results_in_order(store: RecordStore) -> None:
+    s1, s2, s3 = Sibling(vc(a=1), b"1"), Sibling(vc(a=2), b"2"), Sibling(vc(b=1), b"x")
+    results = store.put_many([("k", s1), ("k", s2), ("other", s3), ("k", s1)])
+    assert results == [[s1], [s2], [s3], [s2]]
+    assert store.put_many([]) == []
+
+
+def test_put_many_validates_before_writing(store: RecordStore) -> None:
+    good = ("k", Sibling(vc(a=1), b"v"))
+    with pytest.raises(TypeError):
+        store.put_many([good, ("j", "not a sibling")])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        store.put_many([good, (7, good[1])])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        store.put_many([good, ("\udcff", good[1])])
+    assert store.count() == 0
+
+
+def test_put_many_is_atomic(store: RecordStore, db_path: Path) -> None:
+    raw_write(db_path, "bad", b"\xff\xff")
+    with pytest.raises(RecordCorrupt):
+        store.put_many([("good", Sibling(vc(a=1), b"v")), ("bad", Sibling(vc(a=1), b"v"))])
+    assert store.get("good") == []
+    assert store.count() == 1
+
+
+def test_concurrent_puts_from_threads(store: RecordStore) -> None:
+    errors: list[BaseException] = []
+
+    def writer(node: str) -> None:
+        try:
+            clock = VectorClock()
+            for i in range(30):
+                clock = clock.increment(node)
+                store.put(f"{node}/{i % 5}", Sibling(clock, f"{node}{i}".encode()))
+                store.put("shared", Sibling(clock, node.encode()))
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"n{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.count() == 6 * 5 + 1
+    # Every writer's last write on "shared" is a concurrent sibling.
+    shared = store.get("shared")
+    assert sorted(s.value for s in shared) == [f"n{i}".encode() for i in range(6)]
+    assert all(s.clock.entries == {s.value.decode(): 30} for s in shared if s.value)
+    assert store.get("n3/4") == [Sibling(vc(n3=30), b"n329")]
+
+
+# --- durability and queries ---------------------------------------------------------------
+
+
+def test_survives_reopen(db_path: Path) -> None:
+    store = RecordStore(db_path)
+    store.put("k", Sibling(vc(a=1), b"v"))
+    store.put("t", Sibling(vc(a=1), None))
+    store.close()
+    reopened = RecordStore(db_path)
+    assert reopened.get("k") == [Sibling(vc(a=1), b"v")]
+    assert reopened.get("t") == [Sibling(vc(a=1), None)]
+    reopened.close()
+
+
+def test_wal_mode(store: RecordStore, db_path: Path) -> None:
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_delete(store: RecordStore) -> None:
+    store.put("k", Sibling(vc(a=1), None))
+    assert store.delete("k") is True
+    assert store.get("k") == []
+    assert store.delete("k") is False
+    # A purged key accepts any clock again.
+    assert store.put("k", Sibling(vc(a=1), b"new")) == [Sibling(vc(a=1), b"new")]
+
+
+def test_range_and_keys(store: RecordStore) -> None:
+    keys = [f"d/{i:04d}" for i in range(600)] + ["a", "e", "d", "d0", "é", "\U0001f600", "d/"]
+    store.put_many((k, Sibling(vc(a=1), k.encode())) for k in keys)
+    assert store.count() == len(keys)
+    assert list(store.keys()) == sorted(keys)
+    assert list(store.keys("d/")) == sorted(k for k in keys if k.startswith("d/"))
+    assert list(store.keys("zzz")) == []
+    got = list(store.range("d/0100", "d/0400"))
+    assert [k for k, _ in got] == [f"d/{i:04d}" for i in range(100, 400)]
+    assert got[0][1] == [Sibling(vc(a=1), b"d/0100")]
+    assert [k for k, _ in store.range("e")] == ["e", "é", "\U0001f600"]
+    assert [k for k, _ in store.range(end="d")] == ["a"]
+    assert list(store.range("b", "b")) == []
+
+
+def test_closed_store_refuses(db_path: Path) -> None:
+    store = RecordStore(db_path)
+    store.close()
+    store.close()
+    with pytest.raises(ValueError, match="closed"):
+        store.get("k")
+    with pytest.raises(ValueError, match="closed"):
+        store.put("k", Sibling(vc(a=1), b"v"))
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "records.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ValueError, match=str(path)):
+        RecordStore(path)
+
+
+# --- corrupt rows -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\xff\xfe garbage",
+        b"",
+        cbor2.dumps([]),
+        cbor2.dumps({"a": 1}),
+        cbor2.dumps([[{"a": 1}]]),
+        cbor2.dumps([[{"a": -1}, b"v"]]),
+        cbor2.dumps([[{"a": 1}, "text, not bytes"]]),
+        cbor2.dumps([[["a", 1], b"v"]]),
+        "a text value",
+        42,
+    ],
+    ids=repr,
+)
+def test_corrupt_row_is_a_clear_error(store: RecordStore, db_path: Path, blob: object) -> None:
+    raw_write(db_path, "broken/key", blob)
+    store.put("fine", Sibling(vc(a=1), b"v"))
+    with pytest.raises(RecordCorrupt, match="'broken/key'") as info:
+        store.get("broken/key")
+    assert isinstance(info.value, ValueError)
+    assert info.value.key == "broken/key"
+    with pytest.raises(RecordCorrupt):
+        store.put("broken/key", Sibling(vc(a=5), b"v"))
+    with pytest.raises(RecordCorrupt):
+        list(store.range())
+    assert store.get("fine") == [Sibling(vc(a=1), b"v")]  # the rest is unharmed
+    assert list(store.keys()) == ["broken/key", "fine"]
+    assert store.delete("broken/key")  # the way out: purge, then repair from a replica
+    assert store.put("broken/key", Sibling(vc(a=5), b"v")) == [Sibling(vc(a=5), b"v")]
