@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application import internet, service
 from twisted.internet import defer, threads
+from twisted.protocols import policies
 from twisted.web import server
 
 from gossip.membership import Config as GossipConfig
@@ -28,7 +29,7 @@ from peer.coordinator import Coordinator, QuorumSettings
 from peer.handoff import HintedHandoff
 from peer.http_api import ApiResource
 from peer.replica import Replica
-from peer.rpc import RpcClient, RpcServerFactory
+from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
 from storage.datadir import DataDir, DataDirLocked
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,9 @@ class Node(service.MultiService):
         internet.TCPServer(config.port, self.rpc, interface=config.bind).setServiceParent(self)
         self.gossip.setServiceParent(self)
         internet.TimerService(HANDOFF_INTERVAL, self._handoff_round).setServiceParent(self)
-        internet.TCPServer(config.http, self.site, interface=config.http_bind).setServiceParent(
-            self
-        )
+        internet.TCPServer(
+            config.http, NoDelayFactory(self.site), interface=config.http_bind
+        ).setServiceParent(self)
         self.registry = CollectorRegistry()
         self.registry.register(_NodeCollector(self))
 
@@ -171,6 +172,18 @@ class Node(service.MultiService):
             self.datadir.close()
 
 
+class _NoDelayProtocol(policies.ProtocolWrapper):
+    def makeConnection(self, transport: Any) -> None:
+        send_small_writes_at_once(transport)
+        super().makeConnection(transport)
+
+
+class NoDelayFactory(policies.WrappingFactory):
+    """Serves `factory`'s protocol with TCP_NODELAY set (see send_small_writes_at_once)."""
+
+    protocol = _NoDelayProtocol
+
+
 def advertised_http_host(bind: str) -> str:
     """The host other peers and clients should use to reach an HTTP API bound to `bind`."""
     return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
@@ -243,16 +256,17 @@ def run_peer(config: PeerConfig) -> int:
     except (DataDirLocked, WireError, OSError, ValueError) as e:
         print(f"qfs peer: error: {e}", file=sys.stderr)
         return 1
-    exit_status = {"code": 0}
+    status = {"code": 0, "started": False}
 
     def start() -> None:
         try:
             node.startService()
         except Exception as e:  # a port in use, typically
             print(f"qfs peer: error: cannot start: {e}", file=sys.stderr)
-            exit_status["code"] = 1
+            status["code"] = 1
             reactor.stop()
             return
+        status["started"] = True
         log.info(
             "peer %s (%s) up: gossip/rpc %s:%d, http %s:%d",
             config.name,
@@ -263,11 +277,12 @@ def run_peer(config: PeerConfig) -> int:
             config.http,
         )
 
+    def stop() -> defer.Deferred[Any] | None:
+        return node.stopService() if status["started"] else None
+
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: node.stopService() if node.running else None
-    )
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run(installSignalHandlers=False)
-    return exit_status["code"]
+    return int(status["code"])

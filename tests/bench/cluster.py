@@ -1,0 +1,162 @@
+"""Cluster benchmark: 3 real peers (N=3, R=2, W=2, fsync on) on 127.0.0.1, through the HTTP API.
+
+    python tests/bench/cluster.py [--json] [--big-mb 64] [--small 400] [--dir DIR]
+
+Prints put/get throughput of one large file, 4 KiB put/get rates one after another and with
+16 concurrent clients, their p50/p99 latencies, the time for three peers to see each other,
+peer RSS, and, measured in the same run on the same disk, the raw fsync'd sequential write
+throughput (the ceiling: every byte lands on N disks, here all one disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from peer.client import Client
+from tests.support import LocalCluster
+
+MiB = 1024 * 1024
+
+
+def disk_fsync_MBps(directory: Path, megabytes: int = 256) -> float:
+    """Sequential 1 MiB writes then one fsync, like `dd conv=fsync`: the disk's ceiling."""
+    path = directory / "raw-write"
+    block = os.urandom(MiB)
+    started = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        for _ in range(megabytes):
+            f.write(block)
+        os.fsync(f.fileno())
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    return megabytes * MiB / elapsed / 1e6
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process `pid` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed_ops(clients: list[Client], count: int, op) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
+    """Run `count` ops spread over one thread per client; (ops/s, latencies in ms)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(index: int, client: Client) -> None:
+        mine = []
+        try:
+            for i in range(index, count, len(clients)):
+                started = time.perf_counter()
+                op(client, i)
+                mine.append((time.perf_counter() - started) * 1000)
+        except BaseException as e:  # reported after the run
+            errors.append(e)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return count / elapsed, latencies
+
+
+def run(root: Path, big_mb: int, small: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    results["disk_fsync_MBps"] = round(disk_fsync_MBps(root), 1)
+    cluster = LocalCluster(root / "cluster", 3)
+    try:
+        results["converge_s"] = round(cluster.start(), 3)
+        time.sleep(2)
+        results["idle_rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
+        client = cluster.client("p1", timeout=600)
+        big_path = root / "big.bin"
+        with open(big_path, "wb") as f:
+            for _ in range(big_mb):
+                f.write(os.urandom(MiB))
+        with open(big_path, "rb") as f:
+            started = time.perf_counter()
+            client.put("/bench/big.bin", f)
+            results["put_MBps"] = round(big_mb * MiB / (time.perf_counter() - started) / 1e6, 1)
+
+        class Discard:
+            def write(self, data: bytes) -> int:
+                return len(data)
+
+        reader = cluster.client("p2", timeout=600)
+        started = time.perf_counter()
+        reader.get("/bench/big.bin", Discard())
+        results["get_MBps"] = round(big_mb * MiB / (time.perf_counter() - started) / 1e6, 1)
+        results["busy_rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
+
+        payload = os.urandom(4096)
+        single = [cluster.client("p1")]
+        rate, lat = timed_ops(single, small, lambda c, i: c.put(f"/bench/s/{i}", payload))
+        results["small_put_ops"] = round(rate, 1)
+        results["small_put_p50_ms"] = round(percentile(lat, 0.5), 2)
+        results["small_put_p99_ms"] = round(percentile(lat, 0.99), 2)
+
+        names = ["p1", "p2", "p3"]
+        many = [cluster.client(names[i % 3]) for i in range(16)]
+        rate, lat = timed_ops(many, small * 2, lambda c, i: c.put(f"/bench/c/{i}", payload))
+        results["small_put_ops_c16"] = round(rate, 1)
+        results["small_put_c16_p50_ms"] = round(percentile(lat, 0.5), 2)
+        results["small_put_c16_p99_ms"] = round(percentile(lat, 0.99), 2)
+
+        rate, lat = timed_ops(single, small, lambda c, i: c.get_bytes(f"/bench/s/{i}"))
+        results["small_get_ops"] = round(rate, 1)
+        results["small_get_p50_ms"] = round(percentile(lat, 0.5), 2)
+        results["small_get_p99_ms"] = round(percentile(lat, 0.99), 2)
+        rate, _ = timed_ops(many, small * 2, lambda c, i: c.get_bytes(f"/bench/c/{i}"))
+        results["small_get_ops_c16"] = round(rate, 1)
+        results["rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
+        for c in [client, reader, *single, *many]:
+            c.close()
+    finally:
+        cluster.stop()
+    results["put_vs_disk_ratio"] = round(results["put_MBps"] / results["disk_fsync_MBps"], 2)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--big-mb", type=int, default=64, help="size of the large file (MiB)")
+    parser.add_argument("--small", type=int, default=400, help="number of 4 KiB operations")
+    parser.add_argument("--dir", type=Path, help="where data goes (default: a temp dir)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-bench-") as tmp:
+        results = run(Path(tmp), args.big_mb, args.small)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key:24} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
