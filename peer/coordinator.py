@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -57,6 +57,7 @@ BLOCK_WINDOW = 8
 READ_AHEAD = 4
 DIRECTORY_CLOCK = VectorClock({"dir": 1})
 RPC_TIMEOUT = 10.0
+DIRECTORY_CACHE_SECONDS = 30.0
 BLOCK_TIMEOUT = 30.0
 
 
@@ -83,9 +84,15 @@ class QuorumCall:
     """One call fanned out to several targets; `decided` fires once the quorum outcome is known
     and `finished` once every target has answered (read-repair waits for that)."""
 
-    def __init__(self, what: str, calls: dict[str, Awaitable[Any]], required: int) -> None:
+    def __init__(
+        self,
+        what: str,
+        calls: dict[str, Awaitable[Any]],
+        required: int,
+        groups: list[frozenset[str]] | None = None,
+    ) -> None:
         self.what = what
-        self.tally = QuorumTally(len(calls), required)
+        self.tally = QuorumTally(groups or [frozenset(calls)], required)
         self.decided: defer.Deferred[QuorumTally] = defer.Deferred()
         self.finished: defer.Deferred[QuorumTally] = defer.Deferred()
         if not calls or self.tally.impossible:
@@ -143,6 +150,7 @@ class Coordinator:
         self._connect = connect
         self.name = name
         self._now = clock
+        self._known_directories = RecentSet(DIRECTORY_CACHE_SECONDS)
         self.read_repairs = 0
 
     # -- calls -----------------------------------------------------------------------------
@@ -171,17 +179,26 @@ class Coordinator:
     # -- records ---------------------------------------------------------------------------
 
     async def write_records(
-        self, placement: str, items: list[tuple[str, Sibling]], w: int, what: str
+        self, groups: list[tuple[str, list[tuple[str, Sibling]]]], w: int, what: str
     ) -> None:
-        """Store `items` on W of `placement`'s targets (stand-ins keep a hint)."""
-        wire_items = [[key, sibling_to_wire(sibling)] for key, sibling in items]
-        calls = {}
-        for target in self.targets(placement):
-            args: dict[str, Any] = {"items": wire_items}
-            if target.hint_for is not None:
-                args["hint_for"] = target.hint_for
-            calls[target.node] = self.call(target.node, "record.put", args)
-        await QuorumCall(what, calls, w).result()
+        """Store each group's items on W of the targets of the group's placement key.
+
+        Items for one peer travel in one call whatever group they belong to, so a file's
+        manifest and its directory entry cost one round trip per replica, not two.
+        """
+        per_node: dict[str, list[list[Any]]] = {}
+        counted: list[frozenset[str]] = []
+        for placement, items in groups:
+            targets = self.targets(placement)
+            for target in targets:
+                batch = per_node.setdefault(target.node, [])
+                batch += [[key, sibling_to_wire(s), target.hint_for] for key, s in items]
+            counted.append(frozenset(t.node for t in targets))
+        calls = {
+            node: self.call(node, "record.put", {"items": items})
+            for node, items in per_node.items()
+        }
+        await QuorumCall(what, calls, w, counted).result()
 
     async def read_records(self, placement: str, keys: list[str], r: int) -> list[list[Sibling]]:
         """The reconciled siblings of each key from R replicas; stale replicas get repaired."""
@@ -209,7 +226,7 @@ class Coordinator:
                 missing = missing_siblings(have, current)
                 if missing and node in homes:
                     self.read_repairs += 1
-                    items = [[key, sibling_to_wire(s)] for s in missing]
+                    items = [[key, sibling_to_wire(s), None] for s in missing]
                     repair = defer.ensureDeferred(self.call(node, "record.put", {"items": items}))
                     repair.addErrback(
                         lambda f, n=node: log.info("read-repair of %s: %s", n, f.value)
@@ -325,25 +342,24 @@ class Coordinator:
         clock = next_clock(base, current, self.cluster.self_id)
         now = self._now()
         manifest = Manifest(size, now, mode, file_hash, tuple(blocks), inline, writer=self.name)
-        writes = [
-            self.write_records(
-                path, [(manifest_key(path), Sibling(clock, manifest.encode()))], w, f"write {path}"
-            ),
-            self.write_records(
-                parent(path),
-                [(entry_key(path), Sibling(clock, Entry(FILE, size, now).encode()))],
-                w,
-                f"entry of {path}",
-            ),
+        groups = [
+            (path, [(manifest_key(path), Sibling(clock, manifest.encode()))]),
+            (parent(path), [(entry_key(path), Sibling(clock, Entry(FILE, size, now).encode()))]),
         ]
         if not live(current):
-            writes += [self._ensure_directory(directory, w) for directory in ancestors(path)]
-        await _all(writes)
+            groups += self._missing_directories(path)
+        await self.write_records(groups, w, f"write {path}")
+        self._known_directories.update(ancestors(path), self._now())
         return {"path": path, "size": size, "blake3": file_hash, "version": encode_version(clock)}
 
-    async def _ensure_directory(self, directory: str, w: int) -> None:
-        item = (entry_key(directory), Sibling(DIRECTORY_CLOCK, Entry(DIRECTORY).encode()))
-        await self.write_records(parent(directory), [item], w, f"directory {directory}")
+    def _missing_directories(self, path: str) -> list[tuple[str, list[tuple[str, Sibling]]]]:
+        """Entry writes for the ancestors of `path` this coordinator has not recently written."""
+        now = self._now()
+        return [
+            (parent(d), [(entry_key(d), Sibling(DIRECTORY_CLOCK, Entry(DIRECTORY).encode()))])
+            for d in ancestors(path)
+            if not self._known_directories.fresh(d, now)
+        ]
 
     async def resolve(self, path: str, version: str | None, r: int | None) -> FileVersion:
         """The manifest a read of `path` serves: NotFound, or ConflictingVersions on siblings
@@ -415,15 +431,13 @@ class Coordinator:
         if not live(current):
             raise NotFound(f"no file at {path}")
         clock = next_clock(context_of(current), current, self.cluster.self_id)
-        await _all(
+        await self.write_records(
             [
-                self.write_records(
-                    path, [(manifest_key(path), Sibling(clock, None))], w, f"delete {path}"
-                ),
-                self.write_records(
-                    parent(path), [(entry_key(path), Sibling(clock, None))], w, f"entry of {path}"
-                ),
-            ]
+                (path, [(manifest_key(path), Sibling(clock, None))]),
+                (parent(path), [(entry_key(path), Sibling(clock, None))]),
+            ],
+            w,
+            f"delete {path}",
         )
 
     async def list_directory(self, directory: str, r: int | None = None) -> list[dict[str, Any]]:
@@ -499,6 +513,34 @@ class Coordinator:
         return given
 
 
+class RecentSet:
+    """Keys seen within the last `ttl` seconds, at most `limit` of them (oldest dropped first).
+
+    The coordinator remembers the directories whose entries it wrote, so a burst of new files
+    in one directory does not rewrite the same ancestor entries each time. Directory entries
+    are only ever created, so a remembered one cannot have gone; the TTL bounds how long a
+    directory another peer removes could be believed present.
+    """
+
+    def __init__(self, ttl: float, limit: int = 10_000) -> None:
+        self._ttl = ttl
+        self._limit = limit
+        self._seen: dict[str, float] = {}
+
+    def fresh(self, key: str, now: float) -> bool:
+        """Whether `key` was added within the TTL."""
+        seen = self._seen.get(key)
+        return seen is not None and now - seen < self._ttl
+
+    def update(self, keys: Iterable[str], now: float) -> None:
+        """Add (or refresh) `keys` as seen at `now`."""
+        for key in keys:
+            self._seen.pop(key, None)
+            self._seen[key] = now
+        while len(self._seen) > self._limit:
+            del self._seen[next(iter(self._seen))]
+
+
 class _Prepend:
     """A readable body with `head` (already read) put back in front of it."""
 
@@ -514,11 +556,3 @@ class _Prepend:
         if len(chunk) < size:
             chunk += self._rest.read(size - len(chunk))
         return chunk
-
-
-async def _all(calls: list[Awaitable[None]]) -> None:
-    """Wait for every call; raise the first failure (after all have settled)."""
-    results = await defer.DeferredList([defer.ensureDeferred(c) for c in calls], consumeErrors=True)
-    for ok, value in results:
-        if not ok:
-            value.raiseException()

@@ -91,7 +91,9 @@ class HintedHandoff:
 
     def _current_items(self, keys: list[str]) -> list[list[Any]]:
         return [
-            [key, sibling_to_wire(sibling)] for key in keys for sibling in self._records.get(key)
+            [key, sibling_to_wire(sibling), None]
+            for key in keys
+            for sibling in self._records.get(key)
         ]
 
     def _delete_all(self, hints: list[str]) -> None:

@@ -59,12 +59,19 @@ class QuorumError(Exception):
 
 @dataclass
 class QuorumTally:
-    """Counts the replies of one call to `targets` peers that needs `required` successes."""
+    """Counts the replies of one call that needs `required` successes within each group of
+    targets (one group for a plain call; one per key placement when writes to several keys
+    share the calls to each peer)."""
 
-    targets: int
+    groups: list[frozenset[str]]
     required: int
     results: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def over(cls, targets: Iterable[str], required: int) -> QuorumTally:
+        """A tally for one group: `required` of `targets`."""
+        return cls([frozenset(targets)], required)
 
     def succeeded(self, node: str, result: Any) -> None:
         """Record a success from `node`."""
@@ -76,18 +83,18 @@ class QuorumTally:
 
     @property
     def met(self) -> bool:
-        """Enough successes: the call may report success."""
-        return len(self.results) >= self.required
+        """Enough successes in every group: the call may report success."""
+        return all(len(group & self.results.keys()) >= self.required for group in self.groups)
 
     @property
     def impossible(self) -> bool:
-        """Too many failures: success can no longer happen."""
-        return self.targets - len(self.failures) < self.required
+        """Too many failures in some group: success can no longer happen."""
+        return any(len(group - self.failures.keys()) < self.required for group in self.groups)
 
     @property
     def complete(self) -> bool:
         """Every target has answered one way or the other."""
-        return len(self.results) + len(self.failures) >= self.targets
+        return all(group <= self.results.keys() | self.failures.keys() for group in self.groups)
 
 
 def reconcile(replies: Iterable[list[Sibling]]) -> list[Sibling]:

@@ -130,17 +130,23 @@ class Replica:
         return {"records": [[sibling_to_wire(s) for s in siblings] for siblings in found]}
 
     async def record_put(self, message: Message) -> dict[str, Any]:
+        """Store [key, sibling, hint_for] items durably; a hinted item also records its hint."""
         raw_items = message.field("items", list)
-        hint_for = message.field("hint_for", str, default=None)
         if len(raw_items) > MAX_BATCH_KEYS:
             raise RpcError("bad_request", f"more than {MAX_BATCH_KEYS} items")
         items: list[tuple[str, Sibling]] = []
         for raw in raw_items:
-            if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[0], str):
-                raise WireError("record.put: each item must be [key, sibling]")
-            items.append((raw[0], sibling_from_wire(raw[1])))
-        if hint_for is not None:
-            items += [(hint_key(hint_for, key), _hint()) for key, _ in items]
+            if (
+                not isinstance(raw, list)
+                or len(raw) != 3
+                or not isinstance(raw[0], str)
+                or not isinstance(raw[2], str | None)
+            ):
+                raise WireError("record.put: each item must be [key, sibling, hint_for or null]")
+            key, sibling, hint_for = raw[0], sibling_from_wire(raw[1]), raw[2]
+            items.append((key, sibling))
+            if hint_for is not None:
+                items.append((hint_key(hint_for, key), _hint()))
         await self._run(self.records.put_many, items)
         return {}
 

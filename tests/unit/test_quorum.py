@@ -31,17 +31,30 @@ def test_targets_are_up_homes_plus_one_stand_in_per_down_home() -> None:
 
 
 def test_tally_decides_as_soon_as_the_outcome_is_certain() -> None:
-    tally = QuorumTally(targets=3, required=2)
+    tally = QuorumTally.over(["a", "b", "c"], required=2)
     tally.succeeded("a", 1)
     assert not tally.met and not tally.impossible
     tally.failed("b", "down")
     assert not tally.met and not tally.impossible
     tally.failed("c", "down")
     assert tally.impossible and tally.complete and not tally.met
-    ok = QuorumTally(targets=3, required=2)
+    ok = QuorumTally.over(["a", "b", "c"], required=2)
     ok.succeeded("a", 1)
     ok.succeeded("b", 1)
     assert ok.met and not ok.complete
+
+
+def test_grouped_tally_needs_the_quorum_in_every_group() -> None:
+    tally = QuorumTally([frozenset("abc"), frozenset("cde")], required=2)
+    tally.succeeded("a", 1)
+    tally.succeeded("b", 1)
+    assert not tally.met
+    tally.succeeded("c", 1)
+    assert not tally.met
+    tally.failed("d", "down")
+    assert not tally.impossible
+    tally.failed("e", "down")
+    assert tally.impossible and tally.complete
 
 
 def test_reconcile_keeps_concurrent_and_drops_dominated() -> None:

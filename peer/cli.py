@@ -1,0 +1,569 @@
+"""The ``qfs`` command line: a client of the HTTP API through peer.client, plus ``qfs peer``,
+``qfs demo`` and ``qfs tui``, whose modules are imported only when run (``qfs put`` loads
+neither Twisted nor Textual).
+
+Exit status: 0 success; 1 the peer refused the request (any HTTP error, a conflict) or a
+local file could not be read or written; 2 usage error (bad arguments, bad configuration);
+3 no valid answer from the peer (unreachable, timeout, connection lost, corrupt data);
+130 interrupted. Failures print one line on stderr, ``qfs: error: ...``; only a conflict adds
+the siblings and how to resolve them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, BinaryIO, NoReturn, TextIO
+
+from peer.client import DEFAULT_PEER, Client, Conflict, QfsError, format_mode, normalize_path
+from peer.progress import transfer_progress
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+Handler = Callable[[Client, argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line naming the help to read."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"qfs: error: {message} (see '{self.prog} --help')\n")
+
+
+class _UsageError(Exception):
+    """Arguments that parse but make no sense together; reported as a usage error."""
+
+
+def _fail(message: str) -> None:
+    print(f"qfs: error: {message}", file=sys.stderr)
+
+
+# Argument types: raising ArgumentTypeError makes argparse report a usage error.
+
+
+def _remote(value: str) -> str:
+    """A remote path, checked but kept as typed (a trailing slash means "into this dir")."""
+    try:
+        normalize_path(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _mode(value: str) -> str:
+    try:
+        return format_mode(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _owner_group(value: str) -> tuple[str | None, str | None]:
+    """``USER``, ``USER:GROUP`` or ``:GROUP``."""
+    owner, _, group = value.partition(":")
+    if not owner and not group:
+        raise argparse.ArgumentTypeError(f"bad owner {value!r}: expected USER[:GROUP]")
+    return owner or None, group or None
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+# Output helpers
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: Collection[int] = (),
+    file: TextIO | None = None,
+    indent: str = "",
+) -> None:
+    """Rows under a header as aligned columns; columns in ``right`` are right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        print(indent + "  ".join(cells).rstrip(), file=file)
+
+
+def _text(value: Any) -> str:
+    """A JSON value for a table cell: ``-`` for missing, lists joined with commas."""
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def _time(value: Any) -> str:
+    """An mtime (seconds since the epoch, or already a string) in local time."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return _text(value)
+
+
+def _mode_text(entry: dict[str, Any]) -> str:
+    """``drwxr-x---`` style permissions of a listing entry, ``-`` when it carries no mode."""
+    try:
+        bits = int(entry["mode"], 8)
+    except (KeyError, TypeError, ValueError):
+        return "-"
+    kind = stat.S_IFDIR if entry.get("type") == "dir" else stat.S_IFREG
+    return stat.filemode(kind | bits)
+
+
+# Client commands
+
+
+def _cmd_put(client: Client, args: argparse.Namespace) -> int:
+    remote = args.remote
+    if remote.endswith("/"):
+        if args.local == "-":
+            raise _UsageError("put from stdin needs a remote file name, not a directory")
+        remote += os.path.basename(args.local)
+    with contextlib.ExitStack() as stack:
+        if args.local == "-":
+            source: BinaryIO = sys.stdin.buffer
+            mode = args.mode
+        else:
+            source = stack.enter_context(open(args.local, "rb"))
+            local_mode = stat.S_IMODE(os.fstat(source.fileno()).st_mode)
+            mode = args.mode if args.mode is not None else local_mode
+        bar = stack.enter_context(transfer_progress(f"put {remote}"))
+        result = client.put(remote, source, mode=mode, version=args.version, w=args.w, progress=bar)
+    if args.json:
+        _print_json(result)
+    else:
+        path, size, version = (result.get(k) for k in ("path", "size", "version"))
+        print(f"{path}: {size} bytes, version {version}")
+    return EXIT_OK
+
+
+def _cmd_get(client: Client, args: argparse.Namespace) -> int:
+    name = os.path.basename(normalize_path(args.remote))
+    if not name:
+        raise _UsageError("REMOTE must name a file, not /")
+    if args.local == "-":
+        with transfer_progress(f"get {args.remote}") as bar:
+            client.get(args.remote, sys.stdout.buffer, version=args.version, r=args.r, progress=bar)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    dest = args.local or name
+    if os.path.isdir(dest):
+        dest = os.path.join(dest, name)
+    # Download next to the destination, then rename: a failed or conflicted read leaves any
+    # existing file untouched and no partial one behind.
+    folder, base = os.path.split(dest)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{base}.", suffix=".part")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, dest) from None  # name dest, not the temp file
+    try:
+        with os.fdopen(fd, "wb") as sink, transfer_progress(f"get {args.remote}") as bar:
+            info = client.get(args.remote, sink, version=args.version, r=args.r, progress=bar)
+        os.chmod(tmp, info.mode if info.mode is not None else _default_mode(dest))
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return EXIT_OK
+
+
+def _default_mode(path: str) -> int:
+    """The mode a download gets when the peer sends none: the file's own if it exists, else
+    what a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    listing = client.list_dir(args.dir)
+    if args.json:
+        _print_json(listing)
+        return EXIT_OK
+    entries = sorted(listing["entries"], key=lambda e: str(e.get("name", "")))
+    names = [str(e.get("name", "?")) + ("/" if e.get("type") == "dir" else "") for e in entries]
+    if not args.long:
+        for name in names:
+            print(name)
+        return EXIT_OK
+    rows = [
+        [
+            _mode_text(e),
+            _text(e.get("owner")),
+            _text(e.get("group")),
+            _text(e.get("size")),
+            _time(e.get("mtime")),
+            name,
+        ]
+        for e, name in zip(entries, names, strict=True)
+    ]
+    if rows:
+        _table(["MODE", "OWNER", "GROUP", "SIZE", "MTIME", "NAME"], rows, right={3})
+    return EXIT_OK
+
+
+def _cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    client.rm(args.remote)
+    return EXIT_OK
+
+
+def _cmd_stat(client: Client, args: argparse.Namespace) -> int:
+    info = client.stat(args.remote)
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    for key, value in info.items():
+        if key == "blocks":
+            continue
+        print(f"{key + ':':10} {_time(value) if key == 'mtime' else _text(value)}")
+    blocks = info.get("blocks") or []
+    if blocks:
+        print(f"{'blocks:':10} {len(blocks)}")
+        rows = [[_text(b.get(k)) for k in ("hash", "size", "holders")] for b in blocks]
+        _table(["HASH", "SIZE", "HOLDERS"], rows, right={1}, indent="  ")
+    return EXIT_OK
+
+
+def _cmd_members(client: Client, args: argparse.Namespace) -> int:
+    cluster = client.cluster()
+    if args.json:
+        _print_json(cluster)
+        return EXIT_OK
+    me = cluster.get("self")
+    rows = [
+        [_text(m.get(k)) for k in ("name", "state", "incarnation", "addr", "http")]
+        + ["self" if m.get("name") == me else ""]
+        for m in cluster.get("members", [])
+    ]
+    _table(["NAME", "STATE", "INCARNATION", "ADDR", "HTTP", ""], rows, right={2})
+    config = cluster.get("config") or {}
+    if config:
+        print(
+            f"replicas N={_text(config.get('n'))}, read quorum R={_text(config.get('r'))}, "
+            f"write quorum W={_text(config.get('w'))}, block size {_text(config.get('block_size'))}"
+        )
+    return EXIT_OK
+
+
+def _cmd_mkdir(client: Client, args: argparse.Namespace) -> int:
+    client.mkdir(args.dir, parents=args.parents)
+    return EXIT_OK
+
+
+def _cmd_rmdir(client: Client, args: argparse.Namespace) -> int:
+    client.rmdir(args.dir, recursive=args.recursive)
+    return EXIT_OK
+
+
+def _cmd_mv(client: Client, args: argparse.Namespace) -> int:
+    result = client.move(args.src, args.dst, overwrite=args.force)
+    if args.json:
+        _print_json(result)
+    return EXIT_OK
+
+
+def _cmd_cp(client: Client, args: argparse.Namespace) -> int:
+    result = client.copy(args.src, args.dst, overwrite=args.force)
+    if args.json:
+        _print_json(result)
+    return EXIT_OK
+
+
+def _cmd_chmod(client: Client, args: argparse.Namespace) -> int:
+    result = client.chmod(args.path, args.mode)
+    if args.json:
+        _print_json(result)
+    return EXIT_OK
+
+
+def _cmd_chown(client: Client, args: argparse.Namespace) -> int:
+    owner, group = args.owner
+    result = client.chown(args.path, owner, group)
+    if args.json:
+        _print_json(result)
+    return EXIT_OK
+
+
+def _cmd_token_create(client: Client, args: argparse.Namespace) -> int:
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    result = client.token_create(args.user, groups, admin=args.admin)
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    # The secret alone on stdout, so that `export QFS_TOKEN=$(qfs token create bob)` works.
+    print(result["token"])
+    print(
+        f"qfs: token {result.get('id')} for {result.get('user')}: it is shown only this once",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _cmd_token_list(client: Client, args: argparse.Namespace) -> int:
+    tokens = client.token_list()
+    if args.json:
+        _print_json({"tokens": tokens})
+        return EXIT_OK
+    rows = [
+        [
+            _text(t.get("id")),
+            _text(t.get("user")),
+            _text(t.get("groups")),
+            "yes" if t.get("admin") else "no",
+        ]
+        for t in tokens
+    ]
+    _table(["ID", "USER", "GROUPS", "ADMIN"], rows)
+    return EXIT_OK
+
+
+def _cmd_token_revoke(client: Client, args: argparse.Namespace) -> int:
+    client.token_revoke(args.id)
+    return EXIT_OK
+
+
+def _cmd_whoami(client: Client, args: argparse.Namespace) -> int:
+    me = client.whoami()
+    if args.json:
+        _print_json(me)
+        return EXIT_OK
+    groups = ", ".join(me.get("groups") or []) or "none"
+    print(f"{me.get('user')} (groups: {groups}{'; admin' if me.get('admin') else ''})")
+    return EXIT_OK
+
+
+def _cmd_tui(client: Client, args: argparse.Namespace) -> int:
+    from tui.app import run_tui
+
+    return run_tui(client)
+
+
+# Commands that are not HTTP clients
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from peer.demo import run_demo
+
+    return run_demo(args)
+
+
+def _run_peer(argv: list[str]) -> int:
+    """``qfs peer ...``: the peer's own flags come from peer.config, parsed here."""
+    from peer.config import ConfigError, add_peer_arguments, config_from_args
+
+    parser = _Parser(prog="qfs peer", description="Run one quorumfs peer until SIGTERM.")
+    add_peer_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        _fail(f"bad peer configuration: {exc}")
+        return EXIT_USAGE
+    from peer.node import run_peer
+
+    return run_peer(config)
+
+
+# The parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qfs`` parser; each client command's namespace has ``handler`` set."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a value given before or after the command both count; main fills the default.
+    common.add_argument(
+        "--peer",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=f"peer to talk to (default: $QFS_PEER, else {DEFAULT_PEER})",
+    )
+    common.add_argument(
+        "--token", default=argparse.SUPPRESS, help="bearer token (default: $QFS_TOKEN)"
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the server's JSON")
+
+    parser = _Parser(
+        prog="qfs", parents=[common], description="quorumfs: a leaderless peer-to-peer file store."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Handler | None, help: str, json_out: bool = False):
+        parents = [common, as_json] if json_out else [common]
+        sub = commands.add_parser(name, parents=parents, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    p = command("put", _cmd_put, "store a local file (- for stdin)", json_out=True)
+    p.add_argument("local", metavar="LOCAL")
+    p.add_argument(
+        "remote", metavar="REMOTE", type=_remote, help="remote path (DIR/ keeps the name)"
+    )
+    p.add_argument("--mode", type=_mode, help="octal mode such as 0644 (default: the local file's)")
+    p.add_argument(
+        "--version", metavar="CTX", help="version context of a read (resolves conflicts)"
+    )
+    p.add_argument("-w", type=_positive, metavar="W", help="write quorum for this request")
+
+    p = command("get", _cmd_get, "fetch a file (to LOCAL, into a dir, or - for stdout)")
+    p.add_argument("remote", metavar="REMOTE", type=_remote)
+    p.add_argument("local", metavar="LOCAL", nargs="?", help="default: the remote file's name")
+    p.add_argument("--version", metavar="V", help="read this one version of a conflicted file")
+    p.add_argument("-r", type=_positive, metavar="R", help="read quorum for this request")
+
+    p = command("ls", _cmd_ls, "list a directory", json_out=True)
+    p.add_argument("dir", metavar="DIR", nargs="?", default="/", type=_remote)
+    p.add_argument("-l", dest="long", action="store_true", help="long listing")
+
+    p = command("rm", _cmd_rm, "delete a file")
+    p.add_argument("remote", metavar="REMOTE", type=_remote)
+
+    p = command("stat", _cmd_stat, "show a file's metadata and where its blocks are", json_out=True)
+    p.add_argument("remote", metavar="REMOTE", type=_remote)
+
+    command("members", _cmd_members, "show the cluster members", json_out=True)
+
+    p = command("mkdir", _cmd_mkdir, "create a directory")
+    p.add_argument("dir", metavar="DIR", type=_remote)
+    p.add_argument("-p", dest="parents", action="store_true", help="create missing parents too")
+
+    p = command("rmdir", _cmd_rmdir, "remove a directory")
+    p.add_argument("dir", metavar="DIR", type=_remote)
+    p.add_argument("-r", dest="recursive", action="store_true", help="with everything in it")
+
+    for name, handler, verb in (("mv", _cmd_mv, "move"), ("cp", _cmd_cp, "copy")):
+        p = command(name, handler, f"{verb} a file or directory", json_out=True)
+        p.add_argument("src", metavar="SRC", type=_remote)
+        p.add_argument("dst", metavar="DST", type=_remote)
+        p.add_argument("-f", dest="force", action="store_true", help="overwrite DST if it exists")
+
+    p = command("chmod", _cmd_chmod, "set the mode of a path", json_out=True)
+    p.add_argument("mode", metavar="MODE", type=_mode, help="octal, such as 0640")
+    p.add_argument("path", metavar="PATH", type=_remote)
+
+    p = command("chown", _cmd_chown, "set the owner and/or group of a path", json_out=True)
+    p.add_argument("owner", metavar="USER[:GROUP]", type=_owner_group)
+    p.add_argument("path", metavar="PATH", type=_remote)
+
+    p = command("token", None, "manage access tokens (admin only)")
+    tokens = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    t = tokens.add_parser("create", parents=[common, as_json], help="create a token for a user")
+    t.set_defaults(handler=_cmd_token_create)
+    t.add_argument("user", metavar="USER")
+    t.add_argument("--groups", default="", metavar="G,...", help="comma-separated groups")
+    t.add_argument("--admin", action="store_true", help="make the user an admin")
+    t = tokens.add_parser("list", parents=[common, as_json], help="list tokens (never secrets)")
+    t.set_defaults(handler=_cmd_token_list)
+    t = tokens.add_parser("revoke", parents=[common], help="revoke a token")
+    t.set_defaults(handler=_cmd_token_revoke)
+    t.add_argument("id", metavar="ID")
+
+    command("whoami", _cmd_whoami, "show who the token is", json_out=True)
+    command("tui", _cmd_tui, "open the terminal file manager")
+
+    p = command("demo", None, "start the Procfile's peers, open the file manager, stop them")
+    p.add_argument("--procfile", metavar="PATH", default="Procfile")
+    p.add_argument("--headless", action="store_true", help="start the peers without the TUI")
+
+    # Listed for --help only: main hands everything after `peer` to peer.config's parser.
+    commands.add_parser("peer", add_help=False, help="run a peer (see 'qfs peer --help')")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``qfs`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except SystemExit as exc:  # argparse's --help and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "peer":
+        return _run_peer(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.peer = getattr(args, "peer", None) or os.environ.get("QFS_PEER") or DEFAULT_PEER
+    args.token = getattr(args, "token", None) or os.environ.get("QFS_TOKEN") or None
+    if args.command == "demo":
+        return _run_demo(args)
+    try:
+        client = Client(args.peer, args.token)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        with client:
+            return args.handler(client, args)
+    except Conflict as exc:
+        _report_conflict(exc)
+        return EXIT_ERROR
+    except QfsError as exc:
+        _fail(str(exc) + _hint(exc, args))
+        return EXIT_UNREACHABLE if exc.status is None else EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`qfs get F - | head`): stop quietly, and keep Python from
+        # complaining when it flushes stdout at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except _UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        return EXIT_ERROR
+
+
+def _hint(exc: QfsError, args: argparse.Namespace) -> str:
+    if exc.status is None:
+        return " (is a peer running there? choose one with --peer URL or QFS_PEER)"
+    if exc.status == 401 and not args.token:
+        return " (give a token with --token or QFS_TOKEN)"
+    return ""
+
+
+def _report_conflict(exc: Conflict) -> None:
+    """The error line, then the siblings and the two ways out, all on stderr."""
+    _fail(str(exc))
+    rows = [
+        [_text(s.get("version")), _text(s.get("size")), _time(s.get("mtime"))] for s in exc.siblings
+    ]
+    _table(["VERSION", "SIZE", "MTIME"], rows, right={1}, file=sys.stderr, indent="  ")
+    print(f"read one:  qfs get --version VERSION {exc.path} LOCAL", file=sys.stderr)
+    print(f"resolve:   qfs put --version {exc.version} LOCAL {exc.path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
