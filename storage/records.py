@@ -8,7 +8,8 @@ SQLite in WAL mode with ``synchronous=FULL``: a write is durable when the call r
 Writers that overlap share one transaction and one fsync (group commit): a caller queues its
 items, and whichever caller holds the database lock commits everything queued so far, each
 caller's items under its own savepoint so one caller's bad record cannot fail another's.
-Thread-safe; one connection guarded by a lock.
+Thread-safe: one writer connection guarded by a lock, and one reader connection with its own
+lock, so reads see the last committed state without waiting behind a commit's fsync.
 """
 
 from __future__ import annotations
@@ -97,17 +98,26 @@ class RecordStore:
             raise
         if created:
             sync_dir(self.path.parent)  # the new database file's directory entry
+        self._read_lock = threading.Lock()  # owns the reader connection
+        self._reader: sqlite3.Connection | None = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False
+        )
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise ValueError(f"record store {self.path} is closed")
         return self._db
 
+    def _read_conn(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise ValueError(f"record store {self.path} is closed")
+        return self._reader
+
     def get(self, key: str) -> list[Sibling]:
         """The key's siblings (empty if absent)."""
         _check_key(key)
-        with self._lock:
-            return self._load(self._conn(), key)
+        with self._read_lock:
+            return self._load(self._read_conn(), key)
 
     def put(self, key: str, sibling: Sibling) -> list[Sibling]:
         """Apply the merge rule durably; returns the key's siblings afterwards."""
@@ -203,8 +213,8 @@ class RecordStore:
                 params.append(end)
             sql += " ORDER BY key LIMIT ?"
             params.append(_PAGE)
-            with self._lock:
-                rows = self._conn().execute(sql, params).fetchall()
+            with self._read_lock:
+                rows = self._read_conn().execute(sql, params).fetchall()
             for key, blob in rows:
                 yield key, _decode(key, blob)
             if len(rows) < _PAGE:
@@ -217,9 +227,9 @@ class RecordStore:
         low, inclusive = prefix, True
         while True:
             op = ">=" if inclusive else ">"
-            with self._lock:
+            with self._read_lock:
                 rows = (
-                    self._conn()
+                    self._read_conn()
                     .execute(
                         f"SELECT key FROM records WHERE key {op} ? ORDER BY key LIMIT ?",
                         (low, _PAGE),
@@ -236,15 +246,16 @@ class RecordStore:
 
     def count(self) -> int:
         """Number of keys stored."""
-        with self._lock:
-            return self._conn().execute("SELECT count(*) FROM records").fetchone()[0]
+        with self._read_lock:
+            return self._read_conn().execute("SELECT count(*) FROM records").fetchone()[0]
 
     def close(self) -> None:
         """Close the database; later calls raise ValueError. Idempotent."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        with self._lock, self._read_lock:
+            for connection in (self._db, self._reader):
+                if connection is not None:
+                    connection.close()
+            self._db = self._reader = None
 
 
 def _check_key(key: object) -> None:
