@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -187,3 +188,17 @@ def test_concurrent_writes_through_different_peers_make_siblings(cluster, tmp_pa
     with cluster.client("p3") as third:
         third.put("/shared", b"resolved", version=conflict.value.version)
         assert third.get_bytes("/shared") == b"resolved"
+
+
+def test_concurrent_creates_in_one_directory_all_survive(cluster) -> None:
+    names = [f"f{i}" for i in range(24)]
+
+    def create(index: int) -> None:
+        with cluster.client(f"p{index % 3 + 1}") as client:
+            client.put(f"/together/{names[index]}", names[index].encode())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(len(names))))
+    for peer in ("p1", "p2", "p3"):
+        with cluster.client(peer) as client:
+            assert sorted(e["name"] for e in client.ls("/together")) == sorted(names)
