@@ -26,6 +26,7 @@ HINT_PREFIX = "h:"
 BLOCK_HINT = "b:"
 HINT_CLOCK = VectorClock({"hint": 1})
 MAX_BATCH_KEYS = 10_000
+MAX_INLINE_READS = 8
 
 
 def sibling_to_wire(sibling: Sibling) -> list[Any]:
@@ -125,8 +126,14 @@ class Replica:
         return {"data": data}
 
     async def record_get(self, message: Message) -> dict[str, Any]:
+        """Siblings of a few keys. Read on the calling thread: a point read on the store's own
+        reader connection takes microseconds and never waits for a commit, so a thread hop
+        would cost more than the read."""
         keys = _string_list(message, "keys")
-        found = await self._run(lambda: [self.records.get(key) for key in keys])
+        if len(keys) > MAX_INLINE_READS:
+            found = await self._run(lambda: [self.records.get(key) for key in keys])
+        else:
+            found = [self.records.get(key) for key in keys]
         return {"records": [[sibling_to_wire(s) for s in siblings] for siblings in found]}
 
     async def record_put(self, message: Message) -> dict[str, Any]:
