@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,15 @@ class BlockStore(abc.ABC):
         """Remove a block; False if it was not there."""
 
     @abc.abstractmethod
+    def touch(self, hash: str) -> bool:
+        """Mark a stored block as just used (garbage collection spares recently used blocks);
+        False if it is not stored."""
+
+    @abc.abstractmethod
+    def last_used(self, hash: str) -> float | None:
+        """Wall-clock time of the block's last put or touch, or None if it is not stored."""
+
+    @abc.abstractmethod
     def hashes(self) -> Iterator[str]:
         """Every stored block's hash, in no particular order (for anti-entropy)."""
 
@@ -129,13 +139,30 @@ class MemoryBlockStore(BlockStore):
         self._lock = threading.Lock()
         self._blocks: dict[str, bytes] = {}
         self._quarantine: dict[str, bytes] = {}
+        self._used: dict[str, float] = {}
 
     def put(self, data: bytes, expected_hash: str | None = None) -> str:
         """See BlockStore.put."""
         hash = _hash_checked(data, expected_hash)
         with self._lock:
             self._blocks.setdefault(hash, bytes(data))
+            self._used[hash] = time.time()
         return hash
+
+    def touch(self, hash: str) -> bool:
+        """See BlockStore.touch."""
+        check_hash(hash)
+        with self._lock:
+            if hash not in self._blocks:
+                return False
+            self._used[hash] = time.time()
+            return True
+
+    def last_used(self, hash: str) -> float | None:
+        """See BlockStore.last_used."""
+        check_hash(hash)
+        with self._lock:
+            return self._used.get(hash) if hash in self._blocks else None
 
     def get(self, hash: str) -> bytes:
         """See BlockStore.get."""
@@ -331,6 +358,21 @@ class DiskBlockStore(BlockStore):
                 self._bytes -= size
         self._sync_dir(path.parent)
         return True
+
+    def touch(self, hash: str) -> bool:
+        """See BlockStore.touch (sets the file's mtime)."""
+        try:
+            os.utime(self._path(check_hash(hash)))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def last_used(self, hash: str) -> float | None:
+        """See BlockStore.last_used (the file's mtime)."""
+        try:
+            return os.stat(self._path(check_hash(hash))).st_mtime
+        except FileNotFoundError:
+            return None
 
     def hashes(self) -> Iterator[str]:
         """See BlockStore.hashes (each fan-out directory is listed as it is reached)."""

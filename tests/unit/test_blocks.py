@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,3 +277,18 @@ def test_disk_ignores_stray_files(disk: DiskBlockStore) -> None:
 def test_disk_without_fsync_keeps_the_contract(tmp_path: Path) -> None:
     store = DiskBlockStore(tmp_path / "b", fsync=False)
     assert store.get(store.put(HELLO)) == HELLO
+
+
+def test_touch_and_last_used(store: BlockStore) -> None:
+    missing = block_hash(b"never stored")
+    assert store.last_used(missing) is None
+    assert store.touch(missing) is False
+    before = time.time()
+    stored = store.put(b"used")
+    first = store.last_used(stored)
+    assert first is not None and first >= before - 2
+    assert store.touch(stored) is True
+    assert store.last_used(stored) >= first
+    assert store.get(stored) == b"used"
+    store.delete(stored)
+    assert store.last_used(stored) is None
