@@ -1,8 +1,10 @@
 """The coordinator's picture of the cluster: which peers exist, which are up, and the ring.
 
 Peers come from gossip membership. Up means alive or suspect (a suspect may well be alive and
-will be tried; a dead one is replaced by a stand-in). Every peer that has not left stays on the
-ring, so a dead peer's keys go to stand-ins with hints instead of silently moving.
+will be tried; a dead one is replaced by a stand-in). A dead peer stays on the ring for
+`dead_after` seconds, so its keys go to stand-ins with hints while it may come back; after
+that, or once it left, it is off the ring and its keys have new homes, which anti-entropy
+fills (re-replication).
 """
 
 from __future__ import annotations
@@ -18,9 +20,17 @@ UP_STATES = frozenset({"alive", "suspect"})
 class ClusterView:
     """Peers by id and a ring rebuilt only when the set of ring members changes."""
 
-    def __init__(self, self_id: str, source: Callable[[], list[MemberInfo]]) -> None:
+    def __init__(
+        self,
+        self_id: str,
+        source: Callable[[], list[MemberInfo]],
+        clock: Callable[[], float] = lambda: 0.0,
+        dead_after: float = float("inf"),
+    ) -> None:
         self.self_id = self_id
         self._source = source
+        self._clock = clock
+        self._dead_after = dead_after
         self._ring = HashRing([self_id])
 
     def peers(self) -> dict[str, MemberInfo]:
@@ -28,13 +38,21 @@ class ClusterView:
         return {peer.node_id: peer for peer in self._source()}
 
     def ring(self) -> HashRing:
-        """The ring over every peer that has not left."""
-        members = frozenset(node for node, peer in self.peers().items() if peer.state != "left") | {
+        """The ring over every peer that has not left and has not been dead for too long."""
+        members = frozenset(node for node, peer in self.peers().items() if self._on_ring(peer)) | {
             self.self_id
         }
         if members != self._ring.members:
             self._ring = HashRing(members)
         return self._ring
+
+    def _on_ring(self, peer: MemberInfo) -> bool:
+        if peer.state == "left":
+            return False
+        if peer.state == "dead":
+            heard = peer.last_heard if peer.last_heard is not None else self._clock()
+            return self._clock() - heard < self._dead_after
+        return True
 
     def is_up(self, node_id: str) -> bool:
         """Whether `node_id` is alive or suspect (this peer always is)."""

@@ -47,6 +47,11 @@ class PeerConfig:
     admin_token_file: Path | None = None
     insecure: bool = False
     probe_interval: float = 1.0
+    anti_entropy_interval: float = 10.0
+    dead_after: float = 60.0
+    scrub_rate: int = 8 * MiB
+    gc_interval: float = 60.0
+    gc_grace: float = 3600.0
 
     def validate(self) -> PeerConfig:
         """Return self, or raise ConfigError naming the first setting that cannot work."""
@@ -70,8 +75,14 @@ class PeerConfig:
                 f"block-size: {self.block_size} must be between {MIN_BLOCK_SIZE} and "
                 f"{MAX_BLOCK_SIZE} bytes"
             )
-        if self.probe_interval <= 0:
-            raise ConfigError(f"probe-interval: {self.probe_interval} must be positive")
+        for key in ("probe_interval", "anti_entropy_interval", "scrub_rate", "gc_interval"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key.replace('_', '-')}: {getattr(self, key)} must be positive")
+        for key in ("dead_after", "gc_grace"):
+            if getattr(self, key) < 0:
+                raise ConfigError(
+                    f"{key.replace('_', '-')}: {getattr(self, key)} must not be negative"
+                )
         if self.admin_token_file is None and not self.insecure and not _is_loopback(self.http_bind):
             raise ConfigError(
                 f"http-bind: {self.http_bind} is not loopback and the API has no tokens; "
@@ -125,6 +136,11 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "admin-token-file": ("admin_token_file", Path),
     "insecure": ("insecure", bool),
     "probe-interval": ("probe_interval", float),
+    "anti-entropy-interval": ("anti_entropy_interval", float),
+    "dead-after": ("dead_after", float),
+    "scrub-rate": ("scrub_rate", parse_size),
+    "gc-interval": ("gc_interval", float),
+    "gc-grace": ("gc_grace", float),
 }
 REQUIRED = ("name", "data", "port", "http")
 
@@ -148,6 +164,11 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     add("--admin-token-file", help="file with the admin bearer token; turns authentication on")
     add("--insecure", action="store_true", default=None, help="allow an open API off loopback")
     add("--probe-interval", help="gossip protocol period in seconds (default 1)")
+    add("--anti-entropy-interval", help="seconds between anti-entropy rounds (default 10)")
+    add("--dead-after", help="seconds a dead peer keeps its ring share (default 60)")
+    add("--scrub-rate", help="bytes per second the scrubber re-verifies (default 8MiB)")
+    add("--gc-interval", help="seconds between garbage collection rounds (default 60)")
+    add("--gc-grace", help="seconds an unreferenced block is kept (default 3600)")
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:

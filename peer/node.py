@@ -11,30 +11,36 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application import internet, service
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.protocols import policies
 from twisted.web import server
 
 from gossip.membership import Config as GossipConfig
 from gossip.service import GossipService
 from gossip.wire import Codec, WireError, load_cluster_key
+from peer.antientropy import AntiEntropy
 from peer.cluster import ClusterView
+from peer.collector import GarbageCollector
 from peer.config import PeerConfig
 from peer.coordinator import Coordinator, QuorumSettings
 from peer.handoff import HintedHandoff
 from peer.http_api import ApiResource
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
+from peer.scrubber import Scrubber
 from storage.datadir import DataDir, DataDirLocked
 
 log = logging.getLogger(__name__)
 
 HANDOFF_INTERVAL = 1.0
+SCRUB_PAUSE = 10.0
 API_VERSION = 1
 
 
@@ -67,7 +73,9 @@ class Node(service.MultiService):
                 probe_interval=config.probe_interval, probe_timeout=config.probe_interval / 2
             ),
         )
-        self.cluster = ClusterView(self.node_id, self.gossip.members)
+        self.cluster = ClusterView(
+            self.node_id, self.gossip.members, reactor.seconds, config.dead_after
+        )
         self._clients: dict[str, RpcClient] = {}
         self.coordinator = Coordinator(
             self.cluster,
@@ -82,9 +90,25 @@ class Node(service.MultiService):
         self.handoff = HintedHandoff(
             self.coordinator, self.datadir.blocks, self.datadir.records, run_in_thread
         )
-        self.rpc = RpcServerFactory(
-            self.codec, self.replica.handlers(), self.gossip.handle_stream_message
+        self.anti_entropy = AntiEntropy(
+            self.coordinator, self.replica, run_in_thread, reactor.seconds
         )
+        self.scrubber = Scrubber(
+            self.coordinator,
+            self.datadir.blocks,
+            run_in_thread,
+            lambda seconds: task.deferLater(reactor, seconds),
+            config.scrub_rate,
+        )
+        self.collector = GarbageCollector(
+            self.coordinator, self.replica, self.handoff, run_in_thread, time.time, config.gc_grace
+        )
+        handlers = {
+            **self.replica.handlers(),
+            **self.anti_entropy.handlers(),
+            **self.collector.handlers(),
+        }
+        self.rpc = RpcServerFactory(self.codec, handlers, self.gossip.handle_stream_message)
         self.requests: dict[tuple[str, int], int] = {}
         self.api = ApiResource(self.coordinator, self.cluster_json, self.metrics_text, self._count)
         self.site = server.Site(self.api)
@@ -92,7 +116,13 @@ class Node(service.MultiService):
 
         internet.TCPServer(config.port, self.rpc, interface=config.bind).setServiceParent(self)
         self.gossip.setServiceParent(self)
-        internet.TimerService(HANDOFF_INTERVAL, self._handoff_round).setServiceParent(self)
+        for interval, job, what in (
+            (HANDOFF_INTERVAL, self.handoff.deliver, "hinted handoff"),
+            (config.anti_entropy_interval, self.anti_entropy.run_round, "anti-entropy"),
+            (config.gc_interval, self.collector.run_round, "garbage collection"),
+            (SCRUB_PAUSE, self.scrubber.run_pass, "scrub"),
+        ):
+            internet.TimerService(interval, self._background, job, what).setServiceParent(self)
         internet.TCPServer(
             config.http, NoDelayFactory(self.site), interface=config.http_bind
         ).setServiceParent(self)
@@ -111,9 +141,11 @@ class Node(service.MultiService):
             self._clients[node_id] = client
         return client
 
-    def _handoff_round(self) -> defer.Deferred[Any]:
-        round_ = defer.ensureDeferred(self.handoff.deliver())
-        round_.addErrback(lambda f: log.warning("hinted handoff round failed: %s", f.value))
+    @staticmethod
+    def _background(job: Callable[[], Awaitable[Any]], what: str) -> defer.Deferred[Any]:
+        """Run one round of a background job; a failure is logged and the next round runs."""
+        round_ = defer.ensureDeferred(job())
+        round_.addErrback(lambda f: log.warning("%s round failed: %s", what, f.getTraceback()))
         return round_
 
     def _count(self, route: str, status: int) -> None:
@@ -138,6 +170,11 @@ class Node(service.MultiService):
                 }
             )
         settings = self.coordinator.settings
+        repair, scrub, gc = (
+            self.anti_entropy.counters,
+            self.scrubber.counters,
+            self.collector.counters,
+        )
         return {
             "self": self.config.name,
             "id": self.node_id,
@@ -147,6 +184,26 @@ class Node(service.MultiService):
                 "r": settings.r,
                 "w": settings.w,
                 "block_size": settings.block_size,
+            },
+            "repair": {
+                "under_replicated": repair.under_replicated,
+                "hints_pending": self.handoff.pending,
+                "anti_entropy_rounds": repair.rounds,
+                "last_round_s": (
+                    None if repair.last_round_at is None else round(now - repair.last_round_at, 3)
+                ),
+                "records_repaired": repair.records_received,
+                "blocks_repaired": repair.blocks_pulled + repair.blocks_pushed,
+                "bytes_moved": repair.bytes_moved,
+                "handed_over": repair.handed_over,
+                "scrub_passes": scrub.passes,
+                "scrub_position": scrub.position,
+                "scrub_blocks_verified": scrub.verified,
+                "corrupt_blocks_found": scrub.corrupt,
+                "corrupt_blocks_repaired": scrub.repaired,
+                "gc_blocks_removed": gc.blocks_removed,
+                "gc_tombstones_purged": gc.tombstones_purged,
+                "gc_last_skip": gc.last_skip_reason,
             },
         }
 
@@ -228,6 +285,47 @@ class _NodeCollector:
         )
         yield GaugeMetricFamily(
             "qfs_hints_pending", "hinted writes waiting for their home", value=node.handoff.pending
+        )
+        repair = node.anti_entropy.counters
+        for name, help_text, value in (
+            ("qfs_antientropy_rounds", "anti-entropy rounds run", repair.rounds),
+            ("qfs_antientropy_digest_bytes", "digest bytes exchanged", repair.digest_bytes),
+            ("qfs_repair_records", "records received by anti-entropy", repair.records_received),
+            (
+                "qfs_repair_blocks",
+                "blocks copied by anti-entropy",
+                repair.blocks_pulled + repair.blocks_pushed,
+            ),
+            ("qfs_repair_bytes_moved", "bytes of data moved by anti-entropy", repair.bytes_moved),
+            ("qfs_handed_over", "items dropped after their homes confirmed", repair.handed_over),
+            ("qfs_scrub_blocks_verified", "blocks re-verified", node.scrubber.counters.verified),
+            (
+                "qfs_scrub_bytes_verified",
+                "bytes re-verified",
+                node.scrubber.counters.bytes_verified,
+            ),
+            (
+                "qfs_scrub_corrupt",
+                "corrupt blocks found by the scrubber",
+                node.scrubber.counters.corrupt,
+            ),
+            ("qfs_scrub_repaired", "corrupt blocks re-fetched", node.scrubber.counters.repaired),
+            (
+                "qfs_gc_blocks_removed",
+                "unreferenced blocks removed",
+                node.collector.counters.blocks_removed,
+            ),
+            (
+                "qfs_gc_tombstones_purged",
+                "tombstones purged",
+                node.collector.counters.tombstones_purged,
+            ),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield GaugeMetricFamily(
+            "qfs_under_replicated",
+            "local items with a home replica down",
+            value=repair.under_replicated,
         )
         stats = node.datadir.blocks.stats()
         yield GaugeMetricFamily("qfs_blocks", "blocks stored on this peer", value=stats.count)

@@ -66,6 +66,15 @@ class LocalCluster:
         )
         return PeerProcess(name, argv, f"http://127.0.0.1:{http}")
 
+    def add(self, name: str, timeout: float = 30.0) -> PeerProcess:
+        """Start one more peer joining the others and wait until everyone sees it."""
+        self.ports[name] = (free_port(), free_port())
+        peer = self._process(name)
+        self.peers.append(peer)
+        launcher.start(peer, log_dir=self.root / "logs")
+        launcher.wait_converged([p for p in self.peers if p.running()], timeout)
+        return peer
+
     def peer(self, name: str) -> PeerProcess:
         """The peer called `name`."""
         return next(p for p in self.peers if p.name == name)

@@ -1,122 +1,25 @@
-"""The coordinator against real replicas (real record stores, memory block stores) joined by a
-simulated network: every call is encoded and decoded by the real wire codec, and a peer can be
-cut off. Storage calls run inline, so every test is deterministic and needs no reactor.
-"""
+"""The coordinator against real replicas joined by a simulated network (tests/simnet.py)."""
 
 from __future__ import annotations
 
 import io
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from twisted.internet import defer
 
-from gossip.membership import MemberInfo
-from gossip.wire import Codec
-from peer.cluster import ClusterView
-from peer.coordinator import Coordinator, QuorumSettings
+from peer.coordinator import Coordinator
 from peer.errors import ConflictingVersions, NotFound, Unavailable
 from peer.handoff import HintedHandoff
 from peer.manifest import manifest_key
-from peer.replica import HINT_PREFIX, Replica
-from peer.rpc import RpcError
+from peer.replica import HINT_PREFIX
 from peer.versions import decode_version
-from storage.blocks import MemoryBlockStore
-from storage.records import RecordStore
-
-BLOCK = 4096
-
-
-def inline(f, *args):
-    return defer.maybeDeferred(f, *args)
-
-
-def run(coroutine):
-    """Drive a coroutine whose awaits all complete synchronously; return its result."""
-    result = defer.ensureDeferred(coroutine)
-    assert result.called, "the simulated network should never leave a call pending"
-    outcome = []
-    result.addBoth(outcome.append)
-    value = outcome[0]
-    if isinstance(value, defer.Failure):
-        value.raiseException()
-    return value
-
-
-@dataclass
-class SimNetwork:
-    """Peers by node id; `down` peers are cut off (calls to them fail as unreachable)."""
-
-    codec: Codec = field(default_factory=Codec)
-    replicas: dict[str, Replica] = field(default_factory=dict)
-    states: dict[str, str] = field(default_factory=dict)
-    down: set[str] = field(default_factory=set)
-    calls: list[tuple[str, str]] = field(default_factory=list)
-
-    def members(self) -> list[MemberInfo]:
-        return [
-            MemberInfo(node, node, state, 1, ("127.0.0.1", 1), ("127.0.0.1", 2), 1, 0.0)
-            for node, state in self.states.items()
-        ]
-
-    def kill(self, node: str) -> None:
-        self.down.add(node)
-        self.states[node] = "dead"
-
-    def revive(self, node: str) -> None:
-        self.down.discard(node)
-        self.states[node] = "alive"
-
-    def client(self, node: str) -> SimClient:
-        return SimClient(self, node)
-
-
-@dataclass
-class SimClient:
-    network: SimNetwork
-    node: str
-
-    async def call(self, method: str, args: dict, timeout: float = 0) -> dict:
-        net = self.network
-        net.calls.append((self.node, method))
-        if self.node in net.down:
-            raise RpcError("unreachable", f"{self.node} is cut off")
-        request = net.codec.decode(net.codec.encode(method, args))
-        reply = await net.replicas[self.node].handlers()[method](request)
-        return net.codec.decode(net.codec.encode("reply", reply)).body
+from tests.simnet import BLOCK, inline, run, sim_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    def build(size: int, n: int = 3, r: int = 2, w: int = 2):
-        network = SimNetwork()
-        coordinators = {}
-        stores = []
-        for i in range(size):
-            node = f"n{i}"
-            records = RecordStore(tmp_path / f"{node}.sqlite")
-            stores.append(records)
-            network.replicas[node] = Replica(MemoryBlockStore(), records, inline)
-            network.states[node] = "alive"
-        for node, replica in network.replicas.items():
-            coordinators[node] = Coordinator(
-                ClusterView(node, network.members),
-                QuorumSettings(n, r, w, BLOCK),
-                replica,
-                network.client,
-                node,
-                clock=lambda: 1000.0,
-            )
-        built.append(stores)
-        return network, coordinators
-
-    built: list[list[RecordStore]] = []
-    yield build
-    for stores in built:
-        for store in stores:
-            store.close()
+    yield from sim_cluster(tmp_path)
 
 
 def put(coordinator: Coordinator, path: str, data: bytes, **kw) -> dict:

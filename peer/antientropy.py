@@ -1,0 +1,314 @@
+"""Anti-entropy: replicas compare digests and exchange only what differs, so every key and
+block ends up on all of its N home replicas whatever was missed (writes during an outage,
+a peer gone for good, a peer that joined).
+
+Each round this peer takes the next up peer in turn and, for records and then blocks, sends
+the bucket digests of what both of them should hold (`peer.digest`). The partner answers
+with the buckets that differ; only those buckets' items travel, both ways. A peer's
+placement view ignores peers dead for longer than the re-replication delay, so their share
+gets new homes and the exchanges between the new and the surviving homes copy it there.
+
+Handing data over: items this peer holds but is no longer a home of (after a join, or after
+a stand-in's hint was delivered) are deleted only once every one of their N homes is up and
+confirms it holds them (records: siblings that descend ours; blocks: a stored copy).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossip.wire import Message, WireError
+from peer.coordinator import Coordinator
+from peer.digest import BUCKETS, DigestTree, record_digest, shared_homes
+from peer.quorum import missing_siblings
+from peer.replica import (
+    HINT_PREFIX,
+    Replica,
+    RunInThread,
+    sibling_to_wire,
+    siblings_from_wire,
+)
+from peer.ring import HashRing
+from peer.rpc import Handler, RpcError
+from storage.blocks import BlockError
+from storage.records import Sibling
+
+log = logging.getLogger(__name__)
+
+RECORDS = "records"
+BLOCKS = "blocks"
+HANDOVER_BATCH = 200
+MAX_EXCHANGE_ITEMS = 5_000
+
+
+def placement_of(key: str) -> str | None:
+    """The ring key a record is placed by; None for records that stay local (hints)."""
+    if key.startswith(HINT_PREFIX):
+        return None
+    if key.startswith("f:"):
+        return key[2:]
+    if key.startswith("e:"):
+        return key[2:].rsplit("\0", 1)[0]
+    return key
+
+
+@dataclass
+class RepairCounters:
+    """What anti-entropy did, for /metrics and /v1/cluster."""
+
+    rounds: int = 0
+    digest_bytes: int = 0
+    records_received: int = 0
+    records_sent: int = 0
+    blocks_pulled: int = 0
+    blocks_pushed: int = 0
+    bytes_moved: int = 0
+    handed_over: int = 0
+    under_replicated: int = 0
+    errors: int = 0
+    last_round_at: float | None = None
+    partners: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Scan:
+    """One pass over the local store relative to one partner."""
+
+    tree: DigestTree
+    orphans: list[str]  # keys (or block hashes) this peer holds but is not a home of
+    under_replicated: int
+
+
+class AntiEntropy:
+    """Runs exchange rounds as the initiator and serves the partner side (`handlers`)."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        replica: Replica,
+        run_in_thread: RunInThread,
+        clock: Callable[[], float],
+    ) -> None:
+        self._coordinator = coordinator
+        self._replica = replica
+        self._run = run_in_thread
+        self._now = clock
+        self._turn = 0
+        self._running = False
+        self.counters = RepairCounters()
+
+    @property
+    def _me(self) -> str:
+        return self._coordinator.cluster.self_id
+
+    def handlers(self) -> dict[str, Handler]:
+        """The RPC methods partners call."""
+        return {
+            "ae.digest": self._serve_digest,
+            "ae.records": self._serve_records,
+            "ae.blocks": self._serve_blocks,
+        }
+
+    # -- scanning (in a thread; the ring is an immutable snapshot) ---------------------------
+
+    def _ring(self) -> tuple[HashRing, int, set[str]]:
+        cluster = self._coordinator.cluster
+        ring = cluster.ring()
+        up = {node for node in ring.members if cluster.is_up(node)}
+        return ring, self._coordinator.settings.n, up
+
+    def _scan(self, kind: str, partner: str, ring: HashRing, n: int, up: set[str]) -> _Scan:
+        entries: list[tuple[str, bytes]] = []
+        orphans: list[str] = []
+        under = 0
+        for key, digest, placement in self._local_items(kind):
+            homes = ring.preference(placement, n)
+            if self._me not in homes:
+                orphans.append(key)
+                continue
+            if not set(homes) <= up:
+                under += 1
+            if shared_homes(homes, self._me, partner):
+                entries.append((key, digest))
+        return _Scan(DigestTree.build(entries), orphans, under)
+
+    def _local_items(self, kind: str) -> Iterator[tuple[str, bytes, str]]:
+        """(key, item digest, placement) of every replicated local item of `kind`."""
+        if kind == RECORDS:
+            for key, siblings in self._replica.records.range():
+                placement = placement_of(key)
+                if placement is not None and siblings:
+                    yield key, record_digest(key, siblings), placement
+        else:
+            for block in self._replica.blocks.hashes():
+                yield block, bytes.fromhex(block), block
+
+    # -- initiator -------------------------------------------------------------------------
+
+    async def run_round(self) -> None:
+        """Exchange with the next up peer (each peer in turn), records then blocks."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            ring, n, up = self._ring()
+            partners = sorted(up - {self._me})
+            if not partners:
+                return
+            partner = partners[self._turn % len(partners)]
+            self._turn += 1
+            under = 0
+            for kind in (RECORDS, BLOCKS):
+                scan = await self._run(self._scan, kind, partner, ring, n, up)
+                under += scan.under_replicated
+                await self._exchange(kind, partner, scan)
+                await self._hand_over(kind, scan.orphans[:HANDOVER_BATCH], ring, n, up)
+            self.counters.under_replicated = under
+            self.counters.rounds += 1
+            now = self._now()
+            self.counters.last_round_at = now
+            self.counters.partners[self._coordinator.cluster.name_of(partner)] = now
+        except (RpcError, WireError, BlockError) as e:
+            self.counters.errors += 1
+            log.info("anti-entropy round stopped: %s", e)
+        finally:
+            self._running = False
+
+    async def _exchange(self, kind: str, partner: str, scan: _Scan) -> None:
+        digests = scan.tree.digests()
+        self.counters.digest_bytes += BUCKETS * 32
+        reply = await self._coordinator.call(
+            partner, "ae.digest", {"kind": kind, "partner": self._me, "digests": digests}
+        )
+        differ = [b for b in reply["differ"] if isinstance(b, int) and 0 <= b < BUCKETS]
+        if not differ:
+            return
+        keys = scan.tree.keys_in(differ)[:MAX_EXCHANGE_ITEMS]
+        if kind == RECORDS:
+            items = await self._run(self._items_for, keys)
+            self.counters.records_sent += len(items)
+            reply = await self._coordinator.call(
+                partner, "ae.records", {"partner": self._me, "buckets": differ, "items": items}
+            )
+            self.counters.records_received += await self._run(self._merge, reply["items"])
+        else:
+            reply = await self._coordinator.call(
+                partner, "ae.blocks", {"partner": self._me, "buckets": differ, "hashes": keys}
+            )
+            theirs = {h for h in reply["hashes"] if isinstance(h, str)}
+            await self._sync_blocks(partner, set(keys), theirs)
+
+    async def _sync_blocks(self, partner: str, mine: set[str], theirs: set[str]) -> None:
+        for block in sorted(theirs - mine):
+            reply = await self._coordinator.call(partner, "block.get", {"hash": block})
+            data = reply.get("data")
+            if isinstance(data, bytes):
+                await self._run(self._replica.blocks.put, data, block)
+                self.counters.blocks_pulled += 1
+                self.counters.bytes_moved += len(data)
+        for block in sorted(mine - theirs):
+            try:
+                data = await self._run(self._replica.blocks.get, block)
+            except BlockError:
+                continue  # corrupt here (now quarantined): the partner keeps its copy
+            await self._coordinator.call(partner, "block.put", {"hash": block, "data": data})
+            self.counters.blocks_pushed += 1
+            self.counters.bytes_moved += len(data)
+
+    def _items_for(self, keys: list[str]) -> list[list[Any]]:
+        records = self._replica.records
+        return [[key, [sibling_to_wire(s) for s in records.get(key)]] for key in keys]
+
+    def _merge(self, raw_items: Any) -> int:
+        """Store received [key, siblings] items (the merge rule keeps what is newest)."""
+        if not isinstance(raw_items, list) or len(raw_items) > MAX_EXCHANGE_ITEMS:
+            raise WireError("anti-entropy items must be a list of at most 5000")
+        items: list[tuple[str, Sibling]] = []
+        for raw in raw_items:
+            if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[0], str):
+                raise WireError("anti-entropy item must be [key, siblings]")
+            if placement_of(raw[0]) is None:
+                raise WireError("anti-entropy never carries local-only records")
+            items += [(raw[0], sibling) for sibling in siblings_from_wire(raw[1])]
+        before = [self._replica.records.get(key) for key, _ in items]
+        after = self._replica.records.put_many(items)
+        self.counters.bytes_moved += sum(len(s.value or b"") for _, s in items)
+        return sum(1 for old, new in zip(before, after, strict=True) if old != new)
+
+    # -- handing over what this peer no longer owns -------------------------------------------
+
+    async def _hand_over(
+        self, kind: str, orphans: list[str], ring: HashRing, n: int, up: set[str]
+    ) -> None:
+        confirmed = []
+        for key in orphans:
+            homes = ring.preference(key if kind == BLOCKS else placement_of(key) or key, n)
+            if len(homes) < n or not set(homes) <= up:
+                continue
+            if await self._all_homes_hold(kind, key, homes):
+                confirmed.append(key)
+        if confirmed:
+            delete = self._replica.blocks.delete if kind == BLOCKS else self._replica.records.delete
+            await self._run(lambda: [delete(key) for key in confirmed])
+            self.counters.handed_over += len(confirmed)
+
+    async def _all_homes_hold(self, kind: str, key: str, homes: list[str]) -> bool:
+        if kind == BLOCKS:
+            for home in homes:
+                reply = await self._coordinator.call(home, "block.has", {"hashes": [key]})
+                if reply.get("have") != [True]:
+                    return False
+            return True
+        mine = await self._run(self._replica.records.get, key)
+        for home in homes:
+            reply = await self._coordinator.call(home, "record.get", {"keys": [key]})
+            if missing_siblings(siblings_from_wire(reply["records"][0]), mine):
+                return False
+        return True
+
+    # -- partner side ------------------------------------------------------------------------
+
+    async def _serve_digest(self, message: Message) -> dict[str, Any]:
+        kind, partner = self._kind_and_partner(message)
+        digests = message.field("digests", list)
+        if len(digests) != BUCKETS or not all(isinstance(d, bytes) for d in digests):
+            raise WireError(f"ae.digest: digests must be {BUCKETS} byte strings")
+        ring, n, up = self._ring()
+        scan = await self._run(self._scan, kind, partner, ring, n, up)
+        self.counters.digest_bytes += BUCKETS * 32
+        return {"differ": scan.tree.differing(digests)}
+
+    async def _serve_records(self, message: Message) -> dict[str, Any]:
+        _, partner = self._kind_and_partner(message, kind=RECORDS)
+        buckets = self._buckets(message)
+        received = await self._run(self._merge, message.field("items", list))
+        self.counters.records_received += received
+        ring, n, up = self._ring()
+        scan = await self._run(self._scan, RECORDS, partner, ring, n, up)
+        keys = scan.tree.keys_in(buckets)[:MAX_EXCHANGE_ITEMS]
+        items = await self._run(self._items_for, keys)
+        self.counters.records_sent += len(items)
+        return {"items": items}
+
+    async def _serve_blocks(self, message: Message) -> dict[str, Any]:
+        _, partner = self._kind_and_partner(message, kind=BLOCKS)
+        buckets = self._buckets(message)
+        ring, n, up = self._ring()
+        scan = await self._run(self._scan, BLOCKS, partner, ring, n, up)
+        return {"hashes": scan.tree.keys_in(buckets)[:MAX_EXCHANGE_ITEMS]}
+
+    def _kind_and_partner(self, message: Message, kind: str | None = None) -> tuple[str, str]:
+        kind = kind or message.field("kind", str)
+        if kind not in (RECORDS, BLOCKS):
+            raise WireError(f"{message.type}: unknown kind {kind[:20]!r}")
+        return kind, message.field("partner", str)
+
+    @staticmethod
+    def _buckets(message: Message) -> list[int]:
+        buckets = message.field("buckets", list)
+        if not all(isinstance(b, int) and 0 <= b < BUCKETS for b in buckets):
+            raise WireError(f"{message.type}: buckets must be integers below {BUCKETS}")
+        return buckets

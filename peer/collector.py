@@ -1,0 +1,166 @@
+"""Garbage collection: blocks no manifest references, and tombstones every replica holds.
+
+Blocks are placed by hash and manifests by path, so no single peer knows every reference: a
+collection round asks every peer on the ring for the blocks its manifests reference (every
+version, siblings included) and runs only when all of them are alive and answer. A block is
+removed only if nobody references it and it was not put or deduplicated against (touched)
+within the grace period, which covers writes in flight: their blocks land before their
+manifest. A tombstone is purged when no hints are pending anywhere and every home replica
+holds it (or nothing) for that key, so no replica can bring the deleted value back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gossip.wire import Message, WireError
+from peer.antientropy import placement_of
+from peer.coordinator import Coordinator
+from peer.handoff import HintedHandoff
+from peer.manifest import Manifest
+from peer.quorum import missing_siblings
+from peer.replica import Replica, RunInThread, siblings_from_wire
+from peer.rpc import Handler, RpcError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectorCounters:
+    """What garbage collection did, for /metrics and /v1/cluster."""
+
+    rounds: int = 0
+    skipped: int = 0
+    blocks_removed: int = 0
+    bytes_removed: int = 0
+    tombstones_purged: int = 0
+    last_skip_reason: str = ""
+
+
+class GarbageCollector:
+    """Runs collection rounds and answers other peers' `gc.state` calls."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        replica: Replica,
+        handoff: HintedHandoff,
+        run_in_thread: RunInThread,
+        wall_clock: Callable[[], float],
+        grace: float,
+    ) -> None:
+        self._coordinator = coordinator
+        self._replica = replica
+        self._handoff = handoff
+        self._run = run_in_thread
+        self._wall_clock = wall_clock
+        self._grace = grace
+        self.counters = CollectorCounters()
+
+    def handlers(self) -> dict[str, Handler]:
+        """The RPC methods other collectors call."""
+        return {"gc.state": self._serve_state}
+
+    def _referenced(self) -> set[str]:
+        """Block hashes referenced by any version of any manifest stored here."""
+        referenced: set[str] = set()
+        for key, siblings in self._replica.records.range("f:", "f;"):
+            for sibling in siblings:
+                if sibling.value is None:
+                    continue
+                try:
+                    manifest = Manifest.decode(sibling.value)
+                except ValueError:
+                    log.warning("gc: unreadable manifest at %s: keeping every block", key)
+                    raise
+                referenced.update(block.hash for block in manifest.blocks)
+        return referenced
+
+    async def _serve_state(self, message: Message) -> dict[str, Any]:
+        referenced = await self._run(self._referenced)
+        return {"references": sorted(referenced), "hints": self._handoff.pending}
+
+    async def run_round(self) -> None:
+        """One collection: skipped (with the reason kept) unless every peer answers."""
+        cluster = self._coordinator.cluster
+        members = sorted(cluster.ring().members)
+        states = {cluster.name_of(m): cluster.peers().get(m) for m in members}
+        not_alive = [
+            name
+            for name, info in states.items()
+            if info is None or (info.state != "alive" and info.node_id != cluster.self_id)
+        ]
+        if not_alive:
+            return self._skip(f"peers not alive: {', '.join(sorted(not_alive))}")
+        referenced: set[str] = set()
+        hints = 0
+        for member in members:
+            try:
+                if member == cluster.self_id:
+                    reply = await self._serve_state(Message("gc.state", {}))
+                else:
+                    reply = await self._coordinator.call(member, "gc.state", {})
+            except (RpcError, WireError, ValueError) as e:
+                return self._skip(f"{cluster.name_of(member)} did not answer: {e}")
+            referenced.update(h for h in reply["references"] if isinstance(h, str))
+            hints += int(reply["hints"])
+        removed, size = await self._run(self._remove_unreferenced, referenced)
+        self.counters.blocks_removed += removed
+        self.counters.bytes_removed += size
+        if hints == 0:
+            await self._purge_tombstones()
+        self.counters.rounds += 1
+
+    def _skip(self, reason: str) -> None:
+        self.counters.skipped += 1
+        self.counters.last_skip_reason = reason
+
+    def _remove_unreferenced(self, referenced: set[str]) -> tuple[int, int]:
+        blocks = self._replica.blocks
+        cutoff = self._wall_clock() - self._grace
+        removed = size = 0
+        for block in list(blocks.hashes()):
+            if block in referenced:
+                continue
+            used = blocks.last_used(block)
+            if used is None or used > cutoff:
+                continue
+            length = blocks.size(block) or 0
+            if blocks.delete(block):
+                removed += 1
+                size += length
+        return removed, size
+
+    async def _purge_tombstones(self) -> None:
+        def tombstoned() -> list[tuple[str, list[Any]]]:
+            return [
+                (key, siblings)
+                for key, siblings in self._replica.records.range()
+                if placement_of(key) is not None and siblings and all(s.tombstone for s in siblings)
+            ]
+
+        for key, mine in await self._run(tombstoned):
+            homes = self._coordinator.homes(placement_of(key) or key)
+            if not all(self._coordinator.cluster.is_up(h) for h in homes):
+                continue
+            if await self._every_home_holds_the_tombstone(key, mine, homes):
+                await self._run(self._replica.records.delete, key)
+                self.counters.tombstones_purged += 1
+
+    async def _every_home_holds_the_tombstone(
+        self, key: str, mine: list[Any], homes: list[str]
+    ) -> bool:
+        for home in homes:
+            try:
+                reply = await self._coordinator.call(home, "record.get", {"keys": [key]})
+            except RpcError:
+                return False
+            theirs = siblings_from_wire(reply["records"][0])
+            if any(not s.tombstone for s in theirs):
+                return False
+            if theirs and missing_siblings(theirs, mine):
+                return False
+        return True
