@@ -92,8 +92,10 @@ class Replica:
         return {"have": have}
 
     def _has(self, block: str) -> bool:
+        """Whether the block is here; a present block is touched, because a writer asking may
+        be about to reference it instead of sending it (garbage collection spares it)."""
         try:
-            return self.blocks.has(block)
+            return self.blocks.touch(block)
         except ValueError:
             return False
 
