@@ -31,6 +31,7 @@ class ClusterView:
         self._source = source
         self._clock = clock
         self._dead_after = dead_after
+        self._dead_since: dict[str, float] = {}
         self._ring = HashRing([self_id])
 
     def peers(self) -> dict[str, MemberInfo]:
@@ -47,12 +48,12 @@ class ClusterView:
         return self._ring
 
     def _on_ring(self, peer: MemberInfo) -> bool:
-        if peer.state == "left":
-            return False
-        if peer.state == "dead":
-            heard = peer.last_heard if peer.last_heard is not None else self._clock()
-            return self._clock() - heard < self._dead_after
-        return True
+        if peer.state != "dead":
+            self._dead_since.pop(peer.node_id, None)
+            return peer.state != "left"
+        # Dead since we first saw it dead (gossip may tell us about a peer we never heard).
+        since = self._dead_since.setdefault(peer.node_id, self._clock())
+        return self._clock() - since < self._dead_after
 
     def is_up(self, node_id: str) -> bool:
         """Whether `node_id` is alive or suspect (this peer always is)."""

@@ -26,6 +26,7 @@ from gossip.membership import Config as GossipConfig
 from gossip.service import GossipService
 from gossip.wire import Codec, WireError, load_cluster_key
 from peer.antientropy import AntiEntropy
+from peer.auth import Authenticator
 from peer.cluster import ClusterView
 from peer.collector import GarbageCollector
 from peer.config import PeerConfig
@@ -110,7 +111,13 @@ class Node(service.MultiService):
         }
         self.rpc = RpcServerFactory(self.codec, handlers, self.gossip.handle_stream_message)
         self.requests: dict[tuple[str, int], int] = {}
-        self.api = ApiResource(self.coordinator, self.cluster_json, self.metrics_text, self._count)
+        auth = None
+        if config.admin_token_file is not None:
+            admin_token = config.admin_token_file.read_text().strip()
+            auth = Authenticator(admin_token, self.coordinator, reactor.seconds)
+        self.api = ApiResource(
+            self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
+        )
         self.site = server.Site(self.api)
         self.site.displayTracebacks = False
 
@@ -326,6 +333,11 @@ class _NodeCollector:
             "qfs_under_replicated",
             "local items with a home replica down",
             value=repair.under_replicated,
+        )
+        yield GaugeMetricFamily(
+            "qfs_records",
+            "record keys stored on this peer (hints included)",
+            value=node.datadir.records.count(),
         )
         stats = node.datadir.blocks.stats()
         yield GaugeMetricFamily("qfs_blocks", "blocks stored on this peer", value=stats.count)

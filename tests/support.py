@@ -35,21 +35,28 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll `predicate` every 0.1 s until it is true; TimeoutError naming `what` otherwise."""
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.1) -> None:
+    """Poll `predicate` every `poll` s until it is true; TimeoutError naming `what` otherwise."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout}s")
-        time.sleep(0.1)
+        time.sleep(poll)
 
 
 class LocalCluster:
     """`size` peers on 127.0.0.1 joining each other, with data under `root`."""
 
-    def __init__(self, root: Path, size: int = 3, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        extra: list[str] | None = None,
+        token: str | None = None,
+    ) -> None:
         self.root = root
         self.extra = list(extra or [])
+        self.token = token
         self.peers: list[PeerProcess] = []
         self.ports: dict[str, tuple[int, int]] = {}
         names = [f"p{i + 1}" for i in range(size)]
@@ -72,7 +79,7 @@ class LocalCluster:
         peer = self._process(name)
         self.peers.append(peer)
         launcher.start(peer, log_dir=self.root / "logs")
-        launcher.wait_converged([p for p in self.peers if p.running()], timeout)
+        launcher.wait_converged([p for p in self.peers if p.running()], timeout, self.token)
         return peer
 
     def peer(self, name: str) -> PeerProcess:
@@ -84,10 +91,11 @@ class LocalCluster:
         for peer in self.peers:
             if not peer.running():
                 launcher.start(peer, log_dir=self.root / "logs")
-        return launcher.wait_converged(self.peers, timeout)
+        return launcher.wait_converged(self.peers, timeout, self.token)
 
     def client(self, name: str = "p1", **kw: object) -> Client:
-        """A client talking to peer `name`."""
+        """A client talking to peer `name` (with the cluster's token unless one is given)."""
+        kw.setdefault("token", self.token)
         return Client(self.peer(name).http_url, **kw)  # type: ignore[arg-type]
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
@@ -103,15 +111,16 @@ class LocalCluster:
         if peer.running():
             raise RuntimeError(f"{name} is still running")
         launcher.start(peer, log_dir=self.root / "logs")
-        launcher.wait_converged([p for p in self.peers if p.running()], timeout)
+        launcher.wait_converged([p for p in self.peers if p.running()], timeout, self.token)
 
     def wait_state(self, observer: str, member: str, state: str, timeout: float = 20.0) -> None:
         """Wait until `observer` sees `member` in gossip state `state`."""
         deadline = time.monotonic() + timeout
         url = self.peer(observer).http_url + "/v1/cluster"
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                members = httpx.get(url, timeout=2).json()["members"]
+                members = httpx.get(url, timeout=2, headers=headers).json()["members"]
                 if any(m["name"] == member and m["state"] == state for m in members):
                     return
             time.sleep(0.1)
@@ -129,10 +138,10 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    root: Path, size: int = 3, extra: list[str] | None = None
+    root: Path, size: int = 3, extra: list[str] | None = None, token: str | None = None
 ) -> Iterator[LocalCluster]:
     """A started LocalCluster, stopped on exit whatever happens."""
-    cluster = LocalCluster(root, size, extra)
+    cluster = LocalCluster(root, size, extra, token)
     try:
         cluster.start()
         yield cluster
