@@ -1,0 +1,228 @@
+"""The pure membership state machine, driven by explicit time on a simulated network."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gossip.broadcasts import retransmit_limit
+from gossip.membership import (
+    GOSSIP,
+    PING,
+    PUSH_PULL,
+    Config,
+    Membership,
+    Send,
+)
+from gossip.sim import Simulation
+from gossip.updates import ALIVE, DEAD, LEFT, SUSPECT, BadMessage, Meta
+from gossip.wire import MAX_DATAGRAM, Codec, Message
+
+
+def states(sim: Simulation, name: str) -> dict[str, str]:
+    """How every up member (other than ``name``) sees member ``name``."""
+    out = {}
+    for i, m in enumerate(sim.members):
+        if sim.up[i] and m.name != name:
+            info = m.member(name)
+            out[m.name] = info.state if info else "unknown"
+    return out
+
+
+def make(name: str = "a", now: float = 0.0, config: Config | None = None) -> Membership:
+    meta = Meta(f"id-{name}", ("127.0.0.1", 7000 + ord(name[0])), ("127.0.0.1", 8000), 1)
+    return Membership(name, meta, codec=Codec(), rng=random.Random(7), now=now, config=config)
+
+
+def test_failed_member_is_suspected_then_dead_everywhere() -> None:
+    sim = Simulation(8, seed=3)
+    sim.run_until(3)
+    sim.fail(5)
+    sim.run_until(30)
+    f = sim.failures[5]
+    assert f.first_suspected is not None
+    assert f.first_dead is not None and f.first_dead - f.first_suspected >= 4.0  # min timeout
+    assert set(states(sim, "m5").values()) == {DEAD}
+    assert sim.false_positives == []
+
+
+def test_member_reachable_only_indirectly_stays_alive() -> None:
+    sim = Simulation(6, seed=4)
+    sim.cut(0, 1)
+    sim.run_until(120)
+    assert sim.false_suspicions == 0
+    assert sim.false_positives == []
+    assert states(sim, "m1")["m0"] == ALIVE
+    assert states(sim, "m0")["m1"] == ALIVE
+
+
+def test_suspected_live_member_refutes_and_stays_alive() -> None:
+    sim = Simulation(8, seed=5)
+    sim.run_until(2)
+    sim.partition([1 if i == 2 else 0 for i in range(8)])
+    sim.run_until(4.5)  # long enough to be suspected, shorter than the suspicion timeout
+    assert SUSPECT in states(sim, "m2").values()
+    sim.heal()
+    sim.run_until(40)
+    assert set(states(sim, "m2").values()) == {ALIVE}
+    assert sim.members[2].incarnation >= 1  # it refuted
+    assert sim.false_positives == []
+
+
+def test_refutation_raises_incarnation_past_the_claim() -> None:
+    a = make("a")
+    out = a.handle(Message(GOSSIP, {"from": "b", "u": [["s", "a", 0, "b"]]}), ("h", 1), 1.0)
+    assert out == [] and a.incarnation == 1
+    assert a.awareness.score == 1
+    a.handle(Message(GOSSIP, {"from": "b", "u": [["d", "a", 5, "b"]]}), ("h", 1), 1.0)
+    assert a.incarnation == 6
+    # An old claim is already refuted and changes nothing.
+    a.handle(Message(GOSSIP, {"from": "b", "u": [["s", "a", 3, "b"]]}), ("h", 1), 1.0)
+    assert a.incarnation == 6
+
+
+def test_incarnation_ordering() -> None:
+    a = make("a")
+    alive = ["a", "b", 2, "id-b", "h", 1, "h", 2, 1]
+
+    def feed(*updates: list) -> str:
+        a.handle(Message(GOSSIP, {"from": "c", "u": list(updates)}), ("h", 1), 1.0)
+        return a.member("b").state  # type: ignore[union-attr]
+
+    assert feed(alive) == ALIVE
+    assert feed(["s", "b", 1, "c"]) == ALIVE  # older suspicion ignored
+    assert feed(["s", "b", 2, "c"]) == SUSPECT  # same incarnation: suspect beats alive
+    assert feed(alive) == SUSPECT  # same incarnation: alive does not clear it
+    assert feed(["a", "b", 3, "id-b", "h", 1, "h", 2, 1]) == ALIVE  # refuted
+    assert feed(["d", "b", 3, "c"]) == DEAD
+    assert feed(["a", "b", 3, "id-b", "h", 1, "h", 2, 1]) == DEAD
+    assert feed(["a", "b", 4, "id-b", "h", 1, "h", 2, 1]) == ALIVE  # came back
+
+
+def test_slow_member_does_not_get_healthy_peers_declared_dead() -> None:
+    sim = Simulation(10, seed=6)
+    sim.run_until(2)
+    sim.inbound_delay[0] = 1.2  # m0 hears everything late: its own probes time out
+    scores = []
+    for t in range(3, 120):
+        sim.run_until(t)
+        scores.append(sim.members[0].awareness.score)
+    assert max(scores) >= 2  # local health made m0 distrust itself
+    assert sim.false_positives == []
+
+
+def test_dissemination_respects_retransmit_limit_and_datagram_bound() -> None:
+    codec = Codec(b"k" * 32)  # with a MAC, the largest envelope
+    a = Membership(
+        "a" * 100,
+        Meta("x" * 64, ("127.0.0.1", 1), ("127.0.0.1", 2), 1),
+        codec=codec,
+        rng=random.Random(1),
+        now=0.0,
+        config=Config(probe_interval=100, probe_timeout=90),
+    )  # no probe fails here
+    n = 120
+    records = [
+        [
+            "a",
+            f"member-{i:03d}-" + "n" * 80,
+            0,
+            "i" * 64,
+            "127.0.0.1",
+            10000 + i,
+            "127.0.0.1",
+            20000 + i,
+            1,
+        ]
+        for i in range(n)
+    ]
+    a.handle_pushpull(Message(PUSH_PULL, {"from": records[0][1], "m": records}), 0.0)
+    limit = retransmit_limit(a.config.retransmit_mult, a.cluster_size)
+    sent: dict[str, int] = {}
+    now = 0.0
+    while now < 60:
+        now += 0.05
+        for e in a.tick(now):
+            if isinstance(e, Send):
+                data = codec.encode(e.type, e.body)
+                assert len(data) <= e.size <= MAX_DATAGRAM
+                for u in e.body["u"]:
+                    if u[0] == "a":
+                        sent[u[1]] = sent.get(u[1], 0) + 1
+    assert len(sent) == n + 1  # every new member and ourselves
+    assert set(sent.values()) == {limit}
+
+
+def test_garbage_changes_nothing() -> None:
+    a = make("a")
+    a.handle(
+        Message(GOSSIP, {"from": "b", "u": [["a", "b", 0, "id", "h", 1, "h", 2, 1]]}), ("h", 1), 0.0
+    )
+    before = (a.members(), a.incarnation, a.next_wakeup())
+    bad = [
+        Message("gossip.bogus", {"from": "b"}),
+        Message(PING, {"from": "b", "seq": 1}),  # no target
+        Message(PING, {"from": "b", "seq": -1, "to": "a"}),
+        Message(PING, {"from": "b", "seq": True, "to": "a"}),
+        Message(GOSSIP, {"from": 3}),
+        Message(GOSSIP, {"from": "b", "u": "x"}),
+        # a valid update followed by a bad one: nothing of the message is applied
+        Message(GOSSIP, {"from": "b", "u": [["s", "b", 0, "c"], ["a", "b"]]}),
+        Message(GOSSIP, {"from": "b", "u": [["d", "a", 9, "c"], ["z", "b", 1, "c"]]}),
+        Message("gossip.pingreq", {"from": "b", "seq": 1, "to": "c", "ta": ["h"]}),
+    ]
+    for msg in bad:
+        with pytest.raises(BadMessage):
+            a.handle(msg, ("h", 1), 1.0)
+    with pytest.raises(BadMessage):
+        a.merge_pushpull_reply(Message(PUSH_PULL, {"from": "b", "m": [["a", "b"]]}), 1.0)
+    assert (a.members(), a.incarnation, a.next_wakeup()) == before
+
+
+def test_join_through_a_seed_converges() -> None:
+    sim = Simulation(12, seed=8, bootstrap=False)
+    for i in range(1, 12):
+        sim.run_until(0.1 * i)
+        sim.join(i, 0)
+    sim.run_until(5)
+    for m in sim.members:
+        assert {x.name: x.state for x in m.members()} == {f"m{i}": ALIVE for i in range(12)}
+
+
+def test_leave_is_seen_as_left_and_reaped() -> None:
+    config = Config(reap_after=60)
+    sim = Simulation(8, seed=9, config=config)
+    sim.run_until(3)
+    sim.leave(4)
+    assert sim.members[4].members()[0].state == LEFT
+    sim.run_until(6)
+    assert sim.members[4].leave_done
+    sim.fail(4)  # the process exits
+    sim.run_until(20)
+    assert set(states(sim, "m4").values()) == {LEFT}
+    assert sim.false_positives == []
+    sim.run_until(90)
+    assert set(states(sim, "m4").values()) == {"unknown"}  # reaped
+
+
+def test_partition_healed_by_push_pull() -> None:
+    config = Config(pushpull_interval=10)
+    sim = Simulation(10, seed=10, config=config)
+    sim.run_until(2)
+    sim.partition([i % 2 for i in range(10)])
+    sim.run_until(60)
+    assert set(states(sim, "m1").values()) == {ALIVE, DEAD}  # each side lost the other
+    sim.heal()
+    sim.run_until(120)
+    for i in range(10):
+        assert set(states(sim, f"m{i}").values()) == {ALIVE}, i
+
+
+def test_wakeups_are_always_in_the_future_after_tick() -> None:
+    a = make("a")
+    now = 0.0
+    for _ in range(50):
+        now = max(now, a.next_wakeup())
+        a.tick(now)
+        assert a.next_wakeup() > now
