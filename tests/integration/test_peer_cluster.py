@@ -202,3 +202,10 @@ def test_concurrent_creates_in_one_directory_all_survive(cluster) -> None:
     for peer in ("p1", "p2", "p3"):
         with cluster.client(peer) as client:
             assert sorted(e["name"] for e in client.ls("/together")) == sorted(names)
+
+
+def test_sigterm_leaves_the_cluster_gracefully(cluster) -> None:
+    cluster.kill("p3", signal.SIGTERM)
+    assert cluster.peer("p3").process.returncode == 0
+    cluster.wait_state("p1", "p3", "left", timeout=10)
+    cluster.wait_state("p2", "p3", "left", timeout=10)
