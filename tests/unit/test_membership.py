@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gossip.broadcasts import retransmit_limit
+from gossip.broadcasts import BroadcastQueue, retransmit_limit
 from gossip.membership import (
     GOSSIP,
     PING,
@@ -16,6 +16,7 @@ from gossip.membership import (
     Send,
 )
 from gossip.sim import Simulation
+from gossip.suspicion import Suspicion, suspicion_min_timeout, suspicion_timeout
 from gossip.updates import ALIVE, DEAD, LEFT, SUSPECT, BadMessage, Meta
 from gossip.wire import MAX_DATAGRAM, Codec, Message
 
@@ -226,3 +227,30 @@ def test_wakeups_are_always_in_the_future_after_tick() -> None:
         now = max(now, a.next_wakeup())
         a.tick(now)
         assert a.next_wakeup() > now
+
+
+def test_suspicion_timeout_shrinks_with_confirmations() -> None:
+    min_t = suspicion_min_timeout(4, 10, 1.0)
+    assert min_t == pytest.approx(4.0)  # 4 * log10(10) * 1 s
+    assert suspicion_min_timeout(4, 5, 1.0) == pytest.approx(4.0)  # log10 floored at 1
+    s = Suspicion("origin", 100.0, k=2, min_t=min_t, max_t=6 * min_t)
+    assert s.deadline == pytest.approx(124.0)
+    assert not s.confirm("origin")  # the accuser is no confirmation
+    assert s.confirm("b") and s.deadline == pytest.approx(
+        100 + suspicion_timeout(1, 2, min_t, 6 * min_t))
+    assert not s.confirm("b")  # once per member
+    assert s.confirm("c") and s.deadline == pytest.approx(104.0)
+    assert not s.confirm("d")  # beyond k nothing changes
+
+
+def test_broadcasts_go_least_sent_first_within_budget() -> None:
+    q = BroadcastQueue()
+    q.put("a", ["a"], 10)
+    q.put("b", ["b"], 10)
+    assert q.take(10, 3) == ([["b"]], 10)  # newest first among equals
+    assert q.take(10, 3) == ([["a"]], 10)  # then the one sent less often
+    q.put("a", ["a2"], 10)  # replaces the queued update about a, count reset
+    assert q.take(100, 3) == ([["a2"], ["b"]], 20)
+    assert q.take(100, 3) == ([["a2"], ["b"]], 20)
+    assert q.take(100, 3) == ([["a2"]], 10)  # b reached the limit of 3
+    assert len(q) == 0
