@@ -71,7 +71,9 @@ class Node(service.MultiService):
             codec=self.codec,
             reactor=reactor,
             config=GossipConfig(
-                probe_interval=config.probe_interval, probe_timeout=config.probe_interval / 2
+                probe_interval=config.probe_interval,
+                probe_timeout=config.probe_interval / 2,
+                gossip_interval=config.probe_interval / 5,
             ),
         )
         self.cluster = ClusterView(

@@ -40,6 +40,9 @@ def test_defaults_and_flags() -> None:
         (["--name", "bad name!"], "name"),
         (["--http", "7001"], "http"),
         (["--http-bind", "0.0.0.0"], "http-bind"),
+        (["--bind", "0.0.0.0"], "bind"),
+        (["--dead-after", "-1"], "dead-after"),
+        (["--scrub-rate", "0"], "scrub-rate"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_naming_the_setting(extra, named) -> None:
