@@ -83,6 +83,11 @@ class PeerConfig:
                 raise ConfigError(
                     f"{key.replace('_', '-')}: {getattr(self, key)} must not be negative"
                 )
+        if self.bind in ("0.0.0.0", "::", ""):
+            raise ConfigError(
+                f"bind: {self.bind!r} is not an address other peers can reach; give the "
+                "address this peer is known by (gossip advertises it)"
+            )
         if self.admin_token_file is None and not self.insecure and not _is_loopback(self.http_bind):
             raise ConfigError(
                 f"http-bind: {self.http_bind} is not loopback and the API has no tokens; "
