@@ -42,7 +42,7 @@ def metric(url: str, name: str) -> float:
 def restore_time(root: Path, megabytes: int) -> dict[str, float]:
     cluster = LocalCluster(root, 5, REPAIR_FLAGS)
     try:
-        cluster.start()
+        cluster.start(timeout=120)
         paths = []
         with cluster.client("p1", timeout=600) as client:
             for i in range(max(1, megabytes * MiB // FILE_SIZE)):
@@ -77,7 +77,7 @@ def restore_time(root: Path, megabytes: int) -> dict[str, float]:
 def idle_traffic(root: Path, seconds: float) -> dict[str, float]:
     cluster = LocalCluster(root, 3)
     try:
-        cluster.start()
+        cluster.start(timeout=120)
         with cluster.client("p1") as client:
             for i in range(50):
                 client.put(f"/idle/{i}", os.urandom(100_000))
