@@ -225,6 +225,7 @@ class Node(service.MultiService):
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        self.scrubber.stop()  # a pass paced for hours must not hold up the shutdown
         if self.gossip.running:
             try:
                 await self.gossip.leave()

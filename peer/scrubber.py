@@ -48,13 +48,20 @@ class Scrubber:
         self._run = run_in_thread
         self._sleep = sleep
         self._rate = rate
+        self._stopping = False
         self.counters = ScrubCounters()
+
+    def stop(self) -> None:
+        """End the pass in progress after the current block (the peer is shutting down)."""
+        self._stopping = True
 
     async def run_pass(self) -> None:
         """Verify every block once (repairing corrupt ones), pacing reads to the rate."""
         hashes = await self._run(lambda: sorted(self._blocks.hashes()))
         self.counters.position = 0
         for block in hashes:
+            if self._stopping:
+                return
             size = await self._verify(block)
             self.counters.position += 1
             if size:

@@ -197,3 +197,21 @@ def test_gc_waits_while_a_peer_is_down_and_spares_young_blocks(cluster) -> None:
     young = collectors(network, coordinators, grace=10**10)
     run(young["n0"].run_round())
     assert young["n0"].counters.blocks_removed == 0
+
+
+def test_a_stopped_scrubber_ends_its_pass_early(cluster) -> None:
+    network, coordinators = cluster(3)
+    for i in range(3):
+        put(coordinators["n0"], f"/s{i}", random.Random(i).randbytes(4096 * 2))
+    store = network.replicas["n0"].blocks
+    made: list[Scrubber] = []
+
+    def stop_after_first(seconds: float):
+        made[0].stop()  # the shutdown arrives while the pass sleeps
+        return defer.succeed(None)
+
+    made.append(Scrubber(coordinators["n0"], store, inline, stop_after_first, 1e6))
+    scrubber = made[0]
+    run(scrubber.run_pass())
+    assert scrubber.counters.verified == 1
+    assert scrubber.counters.passes == 0
