@@ -120,15 +120,19 @@ def start(peer: PeerProcess, log_dir: Path | None = None, cwd: Path | None = Non
             output.close()
 
 
-def wait_converged(peers: list[PeerProcess], timeout: float = 30.0) -> float:
+def wait_converged(
+    peers: list[PeerProcess], timeout: float = 30.0, token: str | None = None
+) -> float:
     """Wait until every running peer sees every running peer alive; seconds waited.
 
+    `token` is sent as a bearer token (peers started with --admin-token-file need one).
     TimeoutError names the peers that had not converged.
     """
     started = time.monotonic()
     names = {p.name for p in peers if p.running()}
     lagging = names
-    with httpx.Client(timeout=2.0) as http:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(timeout=2.0, headers=headers) as http:
         while time.monotonic() - started < timeout:
             lagging = set()
             for peer in peers:
