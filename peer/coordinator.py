@@ -5,13 +5,19 @@ durable acks (replicas that already hold a block are not sent it again); then th
 the directory entry are written with a vector clock that descends what the coordinator read, to
 W replicas. Reads: R replies, reconciled by vector clock; replicas that turn out stale are
 repaired in the background. The decisions live in `peer.quorum`; this module moves the calls.
+
+A lookup reads a path's manifest, its entry and its ancestors' entries in one call per replica
+(`read_groups`): a put learns which directories above it are missing (and creates them with
+clocks descending what it read, so a directory removed elsewhere comes back) and a request that
+is not the admin's gets the attributes for its permission checks (`peer.permissions`). No
+directory state is cached between requests.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -20,11 +26,22 @@ from twisted.internet import defer
 
 from gossip.wire import Message, WireError
 from peer.cluster import ClusterView
-from peer.errors import BadRequest, ConflictingVersions, NotFound, Unavailable
+from peer.errors import (
+    BadRequest,
+    ConflictingVersions,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    Unavailable,
+)
+from peer.lookup import Lookup, decode_entries, decode_manifests
 from peer.manifest import (
     DIRECTORY,
+    DIRECTORY_MODE,
     FILE,
+    FILE_MODE,
     INLINE_MAX,
+    Attrs,
     Block,
     Entry,
     Manifest,
@@ -32,14 +49,25 @@ from peer.manifest import (
     entry_name,
     entry_prefix,
     manifest_key,
+    merge_versions,
 )
 from peer.paths import ROOT, ancestors, parent
+from peer.permissions import (
+    ADMIN_IDENTITY,
+    EXECUTE,
+    READ,
+    WRITE,
+    Identity,
+    new_attrs,
+    require,
+    require_remove,
+    require_traverse,
+)
 from peer.quorum import (
     QuorumError,
     QuorumTally,
     Target,
     context_of,
-    live,
     missing_siblings,
     next_clock,
     plan_targets,
@@ -55,10 +83,11 @@ log = logging.getLogger(__name__)
 
 BLOCK_WINDOW = 8
 READ_AHEAD = 4
-DIRECTORY_CLOCK = VectorClock({"dir": 1})
 RPC_TIMEOUT = 10.0
-DIRECTORY_CACHE_SECONDS = 30.0
 BLOCK_TIMEOUT = 30.0
+HAS_BATCH = 5_000
+
+Groups = list[tuple[str, list[tuple[str, Sibling]]]]
 
 
 @dataclass(frozen=True)
@@ -150,8 +179,11 @@ class Coordinator:
         self._connect = connect
         self.name = name
         self._now = clock
-        self._known_directories = RecentSet(DIRECTORY_CACHE_SECONDS)
         self.read_repairs = 0
+
+    def now(self) -> float:
+        """The coordinator's clock, in seconds (mtimes of what it writes)."""
+        return self._now()
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -178,9 +210,7 @@ class Coordinator:
 
     # -- records ---------------------------------------------------------------------------
 
-    async def write_records(
-        self, groups: list[tuple[str, list[tuple[str, Sibling]]]], w: int, what: str
-    ) -> None:
+    async def write_records(self, groups: Groups, w: int, what: str) -> None:
         """Store each group's items on W of the targets of the group's placement key.
 
         Items for one peer travel in one call whatever group they belong to, so a file's
@@ -200,45 +230,105 @@ class Coordinator:
         }
         await QuorumCall(what, calls, w, counted).result()
 
-    async def read_records(self, placement: str, keys: list[str], r: int) -> list[list[Sibling]]:
-        """The reconciled siblings of each key from R replicas; stale replicas get repaired."""
-        targets = self.targets(placement)
-        calls = {t.node: self.call(t.node, "record.get", {"keys": keys}) for t in targets}
-        quorum = QuorumCall(f"read {keys[0]}", calls, r)
+    async def read_groups(
+        self, groups: list[tuple[str, list[str]]], r: int, what: str
+    ) -> list[list[list[Sibling]]]:
+        """The reconciled siblings of each key of each (placement, keys) group, from R of the
+        group's targets; keys for one peer travel in one call whatever group they belong to.
+        Stale replicas among each group's homes get repaired in the background."""
+        per_node: dict[str, list[str]] = {}
+        positions: list[list[dict[str, int]]] = []
+        counted: list[frozenset[str]] = []
+        homes: list[set[str]] = []
+        for placement, keys in groups:
+            targets = self.targets(placement)
+            counted.append(frozenset(t.node for t in targets))
+            homes.append({t.node for t in targets if t.hint_for is None})
+            where_keys = []
+            for key in keys:
+                where: dict[str, int] = {}
+                for target in targets:
+                    batch = per_node.setdefault(target.node, [])
+                    where[target.node] = len(batch)
+                    batch.append(key)
+                where_keys.append(where)
+            positions.append(where_keys)
+        calls = {
+            node: self.call(node, "record.get", {"keys": keys}) for node, keys in per_node.items()
+        }
+        quorum = QuorumCall(what, calls, r, counted)
         tally = await quorum.result()
-        current = [reconcile(self._replies(tally, index)) for index in range(len(keys))]
-        homes = {t.node for t in targets if t.hint_for is None}
-        quorum.finished.addCallback(self._repair_records, keys, homes)
+        current = [
+            [reconcile(self._replies(tally, where).values()) for where in where_keys]
+            for where_keys in positions
+        ]
+        quorum.finished.addCallback(self._repair_records, groups, positions, homes)
         return current
 
-    @staticmethod
-    def _replies(tally: QuorumTally, index: int) -> list[list[Sibling]]:
-        return [siblings_from_wire(result["records"][index]) for result in tally.results.values()]
+    async def read_records(self, placement: str, keys: list[str], r: int) -> list[list[Sibling]]:
+        """The reconciled siblings of each key from R replicas; stale replicas get repaired."""
+        (current,) = await self.read_groups([(placement, keys)], r, f"read {keys[0]}")
+        return current
 
-    def _repair_records(self, tally: QuorumTally, keys: list[str], homes: set[str]) -> None:
-        """Read-repair: give every replica that replied the current siblings it lacks."""
-        for index, key in enumerate(keys):
-            replies = {
-                node: siblings_from_wire(r["records"][index]) for node, r in tally.results.items()
-            }
-            current = reconcile(replies.values())
-            for node, have in replies.items():
-                missing = missing_siblings(have, current)
-                if missing and node in homes:
-                    self.read_repairs += 1
-                    items = [[key, sibling_to_wire(s), None] for s in missing]
-                    repair = defer.ensureDeferred(self.call(node, "record.put", {"items": items}))
-                    repair.addErrback(
-                        lambda f, n=node: log.info("read-repair of %s: %s", n, f.value)
-                    )
+    async def lookup(self, path: str, r: int, *, entry: bool = True, above: bool = True) -> Lookup:
+        """Read `path`'s manifest, (with `entry`) its directory entry and (with `above`) the
+        entries of its ancestors, all in one call per replica."""
+        groups = [(path, [manifest_key(path)])]
+        if entry and path != ROOT:
+            groups.append((parent(path), [entry_key(path)]))
+        dirs = ancestors(path) if above else []
+        groups += [(parent(d), [entry_key(d)]) for d in dirs]
+        found = [keys[0] for keys in await self.read_groups(groups, r, f"read {path}")]
+        manifest = found.pop(0)
+        own = found.pop(0) if entry and path != ROOT else []
+        return Lookup(path, manifest, own, list(zip(dirs, found, strict=True)))
+
+    @staticmethod
+    def _replies(tally: QuorumTally, where: dict[str, int]) -> dict[str, list[Sibling]]:
+        return {
+            node: siblings_from_wire(tally.results[node]["records"][index])
+            for node, index in where.items()
+            if node in tally.results
+        }
+
+    def _repair_records(
+        self,
+        tally: QuorumTally,
+        groups: list[tuple[str, list[str]]],
+        positions: list[list[dict[str, int]]],
+        homes: list[set[str]],
+    ) -> None:
+        """Read-repair: give every home that replied the current siblings it lacks."""
+        for (_, keys), where_keys, group_homes in zip(groups, positions, homes, strict=True):
+            for key, where in zip(keys, where_keys, strict=True):
+                replies = self._replies(tally, where)
+                current = reconcile(replies.values())
+                for node, have in replies.items():
+                    missing = missing_siblings(have, current)
+                    if missing and node in group_homes:
+                        self.read_repairs += 1
+                        items = [[key, sibling_to_wire(s), None] for s in missing]
+                        repair = defer.ensureDeferred(
+                            self.call(node, "record.put", {"items": items})
+                        )
+                        repair.addErrback(
+                            lambda f, n=node: log.info("read-repair of %s: %s", n, f.value)
+                        )
 
     async def scan_prefix(self, placement: str, prefix: str, r: int) -> dict[str, list[Sibling]]:
         """Every key under `prefix` on `placement`'s replicas, reconciled across R replies."""
-        calls = {
-            t.node: self.call(t.node, "record.range", {"prefix": prefix})
-            for t in self.targets(placement)
-        }
-        tally = await QuorumCall(f"list {prefix!r}", calls, r).result()
+        nodes = [t.node for t in self.targets(placement)]
+        return await self._scan(nodes, prefix, r)
+
+    async def scan_everywhere(self, prefix: str, r: int) -> dict[str, list[Sibling]]:
+        """Every key under `prefix` on every up peer, for records placed by their own key: each
+        key's N homes are among the peers asked, and at most N - R of them may fail to answer."""
+        nodes = [n for n in sorted(self.cluster.ring().members) if self.cluster.is_up(n)]
+        return await self._scan(nodes, prefix, max(1, len(nodes) - (self.settings.n - r)))
+
+    async def _scan(self, nodes: list[str], prefix: str, required: int) -> dict[str, list[Sibling]]:
+        calls = {node: self.call(node, "record.range", {"prefix": prefix}) for node in nodes}
+        tally = await QuorumCall(f"list {prefix!r}", calls, required).result()
         gathered: dict[str, list[list[Sibling]]] = {}
         for result in tally.results.values():
             for key, siblings in result["items"]:
@@ -321,15 +411,43 @@ class Coordinator:
         path: str,
         body: BinaryIO,
         *,
-        mode: int = 0o644,
+        mode: int | None = None,
         context: VectorClock | None = None,
         w: int | None = None,
+        identity: Identity = ADMIN_IDENTITY,
     ) -> dict[str, Any]:
-        """Store `body` at `path`; returns {"path","size","blake3","version"}."""
+        """Store `body` at `path`; returns {"path","size","blake3","version"}.
+
+        A new file gets `mode` (default 0644), `identity` as owner and its directory's group;
+        missing directories above it are created. Rewriting a file keeps its owner and group,
+        and its mode unless the owner (or an admin) gives one.
+        """
         if path == ROOT:
             raise BadRequest("cannot write a file at the root directory")
         w = self._quorum(w, "w", self.settings.w)
-        (current,) = await self.read_records(path, [manifest_key(path)], min(self.settings.r, w))
+        found = await self.lookup(path, min(self.settings.r, w))
+        self._require_file_path(found)
+        require_traverse(identity, found.traversed())
+        current = found.manifest
+        versions = decode_manifests(path, current)
+        now = self._now()
+        groups: Groups = []
+        attrs_clock: VectorClock | None = None
+        if versions:
+            merged = merge_versions(versions)
+            old = merged.attrs_from.attrs
+            require(identity, old, WRITE, path)
+            attrs = old
+            if mode is not None and (identity.admin or identity.user == old.owner):
+                attrs = Attrs(old.owner, old.group, mode)
+            if attrs == old:
+                attrs_clock = merged.attrs_clock
+        else:
+            container, container_attrs = found.container()
+            require(identity, container_attrs, WRITE | EXECUTE, container)
+            attrs = new_attrs(identity, container_attrs, FILE_MODE if mode is None else mode)
+            dir_attrs = new_attrs(identity, container_attrs, DIRECTORY_MODE)
+            groups += self.directory_writes(found.ancestors, found.missing(), dir_attrs, now)
         head = body.read(INLINE_MAX + 1)
         if len(head) <= INLINE_MAX:
             inline: bytes | None = head
@@ -340,62 +458,111 @@ class Coordinator:
             blocks, file_hash, size = await self._write_blocks(_Prepend(head, body), w)
         base = context if context is not None else context_of(current)
         clock = next_clock(base, current, self.cluster.self_id)
-        now = self._now()
-        manifest = Manifest(size, now, mode, file_hash, tuple(blocks), inline, writer=self.name)
-        groups = [
-            (path, [(manifest_key(path), Sibling(clock, manifest.encode()))]),
-            (parent(path), [(entry_key(path), Sibling(clock, Entry(FILE, size, now).encode()))]),
-        ]
-        if not live(current):
-            groups += self._missing_directories(path)
+        manifest = Manifest(
+            size,
+            now,
+            attrs.mode,
+            file_hash,
+            tuple(blocks),
+            inline,
+            owner=attrs.owner,
+            group=attrs.group,
+            writer=self.name,
+            attrs_clock=attrs_clock,
+        )
+        groups = self.file_writes(path, clock, manifest) + groups
         await self.write_records(groups, w, f"write {path}")
-        self._known_directories.update(ancestors(path), self._now())
         return {"path": path, "size": size, "blake3": file_hash, "version": encode_version(clock)}
 
-    def _missing_directories(self, path: str) -> list[tuple[str, list[tuple[str, Sibling]]]]:
-        """Entry writes for the ancestors of `path` this coordinator has not recently written."""
-        now = self._now()
+    @staticmethod
+    def _require_file_path(found: Lookup) -> None:
+        """IsADirectory when a directory is at the path, NotADirectory when a file is above."""
+        if not found.is_file and found.directory() is not None:
+            raise IsADirectory(f"{found.path} is a directory")
+        above = found.file_above()
+        if above is not None:
+            raise NotADirectory(f"{above} is a file, not a directory")
+
+    @staticmethod
+    def file_writes(path: str, clock: VectorClock, manifest: Manifest | None) -> Groups:
+        """The record writes of one file version (None: a deletion): manifest and entry."""
+        value = None if manifest is None else manifest.encode()
+        entry = None if manifest is None else Entry.of_file(manifest).encode()
         return [
-            (parent(d), [(entry_key(d), Sibling(DIRECTORY_CLOCK, Entry(DIRECTORY).encode()))])
-            for d in ancestors(path)
-            if not self._known_directories.fresh(d, now)
+            (path, [(manifest_key(path), Sibling(clock, value))]),
+            (parent(path), [(entry_key(path), Sibling(clock, entry))]),
         ]
 
-    async def resolve(self, path: str, version: str | None, r: int | None) -> FileVersion:
-        """The manifest a read of `path` serves: NotFound, or ConflictingVersions on siblings
-        unless `version` picks one."""
+    def directory_writes(
+        self,
+        found: list[tuple[str, list[Sibling]]],
+        create: list[str],
+        attrs: Attrs,
+        now: float,
+        moving_from: str | None = None,
+    ) -> Groups:
+        """Entry writes creating each directory of `create` ((directory, siblings) read in
+        `found`), each with a clock that descends what was read there."""
+        siblings = dict(found)
+        writes: Groups = []
+        for directory in create:
+            seen = siblings.get(directory, [])
+            clock = next_clock(context_of(seen), seen, self.cluster.self_id)
+            entry = Entry.directory(attrs, now, moving_from)
+            record = (entry_key(directory), Sibling(clock, entry.encode()))
+            writes.append((parent(directory), [record]))
+        return writes
+
+    async def resolve(
+        self,
+        path: str,
+        version: str | None,
+        r: int | None,
+        identity: Identity = ADMIN_IDENTITY,
+        want: int = READ,
+    ) -> FileVersion:
+        """The manifest a read of `path` serves: NotFound, Forbidden without `want` on it, or
+        ConflictingVersions when contents were written concurrently unless `version` picks one.
+        Siblings that differ only in owner, group or mode merge into one version."""
         r = self._quorum(r, "r", self.settings.r)
-        (current,) = await self.read_records(path, [manifest_key(path)], r)
-        values = live(current)
+        found = await self.lookup(path, r, entry=False, above=not identity.admin)
+        return self.file_version(found, version, identity, want)
+
+    def file_version(
+        self, found: Lookup, version: str | None, identity: Identity, want: int
+    ) -> FileVersion:
+        """The version of a file a lookup found (see resolve)."""
+        path = found.path
+        values = decode_manifests(path, found.manifest)
         if not values:
             raise NotFound(f"no file at {path}")
-        context = encode_version(context_of(current))
+        require_traverse(identity, found.traversed())
+        context = encode_version(context_of(found.manifest))
         if version is not None:
-            for sibling in values:
-                if encode_version(sibling.clock) == version:
-                    return FileVersion(self._manifest(path, sibling), version, context)
+            for clock, manifest in values:
+                if encode_version(clock) == version:
+                    require(identity, manifest.attrs, want, path)
+                    return FileVersion(manifest, version, context)
             raise NotFound(f"{path} has no version {version}")
-        if len(values) > 1:
+        merged = merge_versions(values)
+        attrs = merged.attrs_from.attrs
+        require(identity, attrs, want, path)
+        if len(merged.heads) > 1:
             raise ConflictingVersions(
-                f"{path} has {len(values)} concurrent versions; read one with ?version= or "
-                "write with X-Qfs-Version set to the context to resolve them",
+                f"{path} has {len(merged.heads)} concurrent versions; read one with ?version= "
+                "or write with X-Qfs-Version set to the context to resolve them",
                 path=path,
                 version=context,
-                siblings=[self._sibling_summary(path, s) for s in values],
+                siblings=[self._sibling_summary(c, m) for c, m in merged.heads],
             )
-        (only,) = values
-        return FileVersion(self._manifest(path, only), encode_version(only.clock), context)
+        ((clock, head),) = merged.heads
+        text = encode_version(clock) if len(values) == 1 else context
+        return FileVersion(head.with_attrs(attrs), text, context)
 
-    def _manifest(self, path: str, sibling: Sibling) -> Manifest:
-        try:
-            return Manifest.decode(sibling.value or b"")
-        except ValueError as e:
-            raise Unavailable(f"stored manifest of {path} is unreadable: {e}") from None
-
-    def _sibling_summary(self, path: str, sibling: Sibling) -> dict[str, Any]:
-        manifest = self._manifest(path, sibling)
+    @staticmethod
+    def _sibling_summary(clock: VectorClock, manifest: Manifest) -> dict[str, Any]:
         return {
-            "version": encode_version(sibling.clock),
+            "version": encode_version(clock),
             "size": manifest.size,
             "blake3": manifest.blake3,
             "mtime": manifest.mtime,
@@ -424,66 +591,87 @@ class Coordinator:
             for waiting in pending:
                 waiting.addErrback(lambda _: None)
 
-    async def delete_file(self, path: str, w: int | None = None) -> None:
+    async def delete_file(
+        self, path: str, w: int | None = None, identity: Identity = ADMIN_IDENTITY
+    ) -> None:
         """Write tombstones (manifest and entry) that descend every version read."""
         w = self._quorum(w, "w", self.settings.w)
-        (current,) = await self.read_records(path, [manifest_key(path)], min(self.settings.r, w))
-        if not live(current):
+        found = await self.lookup(path, min(self.settings.r, w), above=not identity.admin)
+        current = found.manifest
+        versions = decode_manifests(path, current)
+        if not versions:
+            if found.directory() is not None:
+                raise IsADirectory(f"{path} is a directory; remove it with rmdir")
             raise NotFound(f"no file at {path}")
+        require_traverse(identity, found.traversed())
+        container, container_attrs = found.container()
+        attrs = merge_versions(versions).attrs_from.attrs
+        require_remove(identity, container, container_attrs, path, attrs)
         clock = next_clock(context_of(current), current, self.cluster.self_id)
-        await self.write_records(
-            [
-                (path, [(manifest_key(path), Sibling(clock, None))]),
-                (parent(path), [(entry_key(path), Sibling(clock, None))]),
-            ],
-            w,
-            f"delete {path}",
-        )
+        await self.write_records(self.file_writes(path, clock, None), w, f"delete {path}")
 
-    async def list_directory(self, directory: str, r: int | None = None) -> list[dict[str, Any]]:
-        """Entries of `directory`: name, type, size, mtime (and conflict when siblings exist)."""
+    async def list_directory(
+        self, directory: str, r: int | None = None, identity: Identity = ADMIN_IDENTITY
+    ) -> list[dict[str, Any]]:
+        """Entries of `directory`: name, type, size, mtime, mode, owner, group (and conflict
+        when a file has concurrently written contents)."""
         r = self._quorum(r, "r", self.settings.r)
+        if not identity.admin:
+            at = await self.lookup(directory, r)
+            merged = at.directory()
+            if merged is None:
+                raise NotFound(f"no directory at {directory}")
+            require_traverse(identity, at.traversed())
+            require(identity, merged.attrs_from.attrs, READ, directory)
         found = await self.scan_prefix(directory, entry_prefix(directory), r)
-        entries = []
-        for key, siblings in sorted(found.items()):
-            values = live(siblings)
-            if not values:
-                continue
-            decoded = [Entry.decode(s.value or b"") for s in values]
-            newest = max(decoded, key=lambda e: e.mtime)
-            entry: dict[str, Any] = {
-                "name": entry_name(key),
-                "type": newest.type,
-                "size": newest.size,
-                "mtime": newest.mtime,
-            }
-            if newest.type == FILE and len(decoded) > 1:
-                entry["conflict"] = True
-            entries.append(entry)
-        if not entries and directory != ROOT:
+        entries = [
+            entry
+            for key, siblings in sorted(found.items())
+            if (entry := listing_entry(key, siblings)) is not None
+        ]
+        if not entries and directory != ROOT and identity.admin:
             await self._require_directory(directory, r)
         return entries
 
     async def _require_directory(self, directory: str, r: int) -> None:
-        (siblings,) = await self.read_records(parent(directory), [entry_key(directory)], r)
-        kinds = {Entry.decode(s.value or b"").type for s in live(siblings)}
-        if DIRECTORY not in kinds:
+        found = await self.lookup(directory, r, above=False)
+        if found.directory() is None:
             raise NotFound(f"no directory at {directory}")
 
-    async def stat(self, path: str, r: int | None = None) -> dict[str, Any]:
-        """Metadata of the file at `path` and, per block, the peers holding a copy."""
-        resolved = await self.resolve(path, None, r)
+    async def stat(
+        self, path: str, r: int | None = None, identity: Identity = ADMIN_IDENTITY
+    ) -> dict[str, Any]:
+        """Metadata of the file or directory at `path`; for a file, per block, the peers
+        holding a copy. Needs x on the directories above, nothing on the path itself."""
+        r = self._quorum(r, "r", self.settings.r)
+        found = await self.lookup(path, r, above=not identity.admin)
+        if not found.is_file:
+            merged = found.directory()
+            if merged is None:
+                raise NotFound(f"no file or directory at {path}")
+            require_traverse(identity, found.traversed())
+            entry = merged.attrs_from
+            return {
+                "path": path,
+                "type": DIRECTORY,
+                "size": 0,
+                "mtime": entry.mtime,
+                **entry.attrs.to_json(),
+                "version": encode_version(context_of(found.entry)),
+                "replicas": [self.cluster.name_of(n) for n in self.homes(parent(path))],
+                "blocks": [],
+            }
+        resolved = self.file_version(found, None, identity, 0)
         manifest = resolved.manifest
         hashes = sorted({b.hash for b in manifest.blocks})
         holders = await self._holders(hashes) if hashes else {}
         return {
             "path": path,
+            "type": FILE,
             "size": manifest.size,
             "blake3": manifest.blake3,
             "mtime": manifest.mtime,
-            "mode": f"{manifest.mode:04o}",
-            "owner": manifest.owner,
-            "group": manifest.group,
+            **manifest.attrs.to_json(),
             "version": resolved.version,
             "inline": manifest.inline is not None,
             "replicas": [self.cluster.name_of(n) for n in self.homes(path)],
@@ -494,16 +682,24 @@ class Coordinator:
         }
 
     async def _holders(self, hashes: list[str]) -> dict[str, list[str]]:
-        """Block hash -> names of up peers that hold it."""
+        """Block hash -> names of up peers that hold it (asking also marks them used)."""
         peers = [n for n in sorted(self.cluster.ring().members) if self.cluster.is_up(n)]
-        calls = {n: self.call(n, "block.has", {"hashes": hashes}) for n in peers}
-        tally = await QuorumCall("stat", calls, 0).finished
         holders: dict[str, list[str]] = {}
-        for node, reply in sorted(tally.results.items()):
-            for block_hash, have in zip(hashes, reply["have"], strict=False):
-                if have:
-                    holders.setdefault(block_hash, []).append(self.cluster.name_of(node))
+        for start in range(0, len(hashes), HAS_BATCH):
+            chunk = hashes[start : start + HAS_BATCH]
+            calls = {n: self.call(n, "block.has", {"hashes": chunk}) for n in peers}
+            tally = await QuorumCall("stat", calls, 0).finished
+            for node, reply in sorted(tally.results.items()):
+                for block_hash, have in zip(chunk, reply["have"], strict=False):
+                    if have:
+                        holders.setdefault(block_hash, []).append(self.cluster.name_of(node))
         return holders
+
+    async def touch_blocks(self, hashes: list[str]) -> None:
+        """Mark blocks used on every peer holding them, before a new manifest refers to them
+        (a move or copy), so garbage collection spares them while the manifest moves between
+        peers: the collector skips blocks used within its grace period."""
+        await self._holders(sorted(set(hashes)))
 
     def _quorum(self, given: int | None, name: str, default: int) -> int:
         if given is None:
@@ -513,32 +709,26 @@ class Coordinator:
         return given
 
 
-class RecentSet:
-    """Keys seen within the last `ttl` seconds, at most `limit` of them (oldest dropped first).
-
-    The coordinator remembers the directories whose entries it wrote, so a burst of new files
-    in one directory does not rewrite the same ancestor entries each time. Directory entries
-    are only ever created, so a remembered one cannot have gone; the TTL bounds how long a
-    directory another peer removes could be believed present.
-    """
-
-    def __init__(self, ttl: float, limit: int = 10_000) -> None:
-        self._ttl = ttl
-        self._limit = limit
-        self._seen: dict[str, float] = {}
-
-    def fresh(self, key: str, now: float) -> bool:
-        """Whether `key` was added within the TTL."""
-        seen = self._seen.get(key)
-        return seen is not None and now - seen < self._ttl
-
-    def update(self, keys: Iterable[str], now: float) -> None:
-        """Add (or refresh) `keys` as seen at `now`."""
-        for key in keys:
-            self._seen.pop(key, None)
-            self._seen[key] = now
-        while len(self._seen) > self._limit:
-            del self._seen[next(iter(self._seen))]
+def listing_entry(key: str, siblings: list[Sibling]) -> dict[str, Any] | None:
+    """One name of a listing from its entry siblings (None when it is deleted). A directory
+    wins over a file created concurrently under the same name (flagged as a conflict)."""
+    values = decode_entries(key, siblings)
+    if not values:
+        return None
+    dirs = [(c, e) for c, e in values if e.type == DIRECTORY]
+    files = [(c, e) for c, e in values if e.type == FILE]
+    merged = merge_versions(dirs or files)
+    newest = max((e for _, e in merged.heads), key=lambda e: e.mtime)
+    entry: dict[str, Any] = {
+        "name": entry_name(key),
+        "type": newest.type,
+        "size": newest.size,
+        "mtime": newest.mtime,
+        **merged.attrs_from.attrs.to_json(),
+    }
+    if len(merged.heads) > 1 or (dirs and files):
+        entry["conflict"] = True
+    return entry
 
 
 class _Prepend:

@@ -53,3 +53,38 @@ class Unavailable(ApiError):
 
     status = 503
     error = "unavailable"
+
+
+class Unauthorized(ApiError):
+    """No valid token: missing, malformed, unknown or revoked."""
+
+    status = 401
+    error = "unauthorized"
+
+
+class Forbidden(ApiError):
+    """The token is valid but the permission check failed."""
+
+    status = 403
+    error = "forbidden"
+
+
+class NotADirectory(ApiError):
+    """A directory operation on a file, or a path below a file."""
+
+    status = 409
+    error = "not_a_directory"
+
+
+class IsADirectory(ApiError):
+    """A file operation on a directory."""
+
+    status = 409
+    error = "is_a_directory"
+
+
+class NotEmpty(ApiError):
+    """rmdir of a directory that still has entries (without recursive)."""
+
+    status = 409
+    error = "not_empty"

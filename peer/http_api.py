@@ -19,15 +19,19 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from peer.auth import Authenticator
 from peer.coordinator import Coordinator
-from peer.errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from peer.errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound
+from peer.namespace import Namespace
 from peer.paths import PathError, normalize
+from peer.permissions import ADMIN_IDENTITY, Identity, check_name, parse_mode
 from peer.versions import decode_version
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[server.Request, str], Awaitable[Any]]
-MAX_MODE = 0o7777
+Route = Callable[[server.Request, str, Identity], Awaitable[Any]]
+MAX_JSON_BODY = 64 * 1024
+OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
 
 
 @implementer(IPushProducer)
@@ -68,9 +72,12 @@ class ApiResource(resource.Resource):
         cluster_json: Callable[[], dict[str, Any]],
         metrics_text: Callable[[], bytes],
         on_request: Callable[[str, int], None] = lambda route, status: None,
+        auth: Authenticator | None = None,
     ) -> None:
         super().__init__()
         self.coordinator = coordinator
+        self.namespace = Namespace(coordinator)
+        self.auth = auth
         self._cluster_json = cluster_json
         self._metrics_text = metrics_text
         self._on_request = on_request
@@ -80,7 +87,16 @@ class ApiResource(resource.Resource):
             (b"HEAD", "/v1/files"): self.get_file,
             (b"DELETE", "/v1/files"): self.delete_file,
             (b"GET", "/v1/dirs"): self.list_directory,
+            (b"PUT", "/v1/dirs"): self.make_directory,
+            (b"DELETE", "/v1/dirs"): self.remove_directory,
+            (b"POST", "/v1/move"): self.move,
+            (b"POST", "/v1/copy"): self.copy,
             (b"GET", "/v1/stat"): self.stat,
+            (b"PATCH", "/v1/stat"): self.set_attrs,
+            (b"POST", "/v1/tokens"): self.create_token,
+            (b"GET", "/v1/tokens"): self.list_tokens,
+            (b"DELETE", "/v1/tokens"): self.revoke_token,
+            (b"GET", "/v1/whoami"): self.whoami,
             (b"GET", "/v1/cluster"): self.cluster,
             (b"GET", "/healthz"): self.health,
             (b"GET", "/metrics"): self.metrics,
@@ -102,11 +118,16 @@ class ApiResource(resource.Resource):
                         f"{request.method.decode()} is not supported on {prefix}"
                     )
                 raise NotFound(f"no route {request.path.decode('latin-1')!r}")
-            result = await route(request, rest)
+            identity = ADMIN_IDENTITY
+            if self.auth is not None and prefix not in OPEN_ROUTES:
+                identity = await self.auth.identify(request.getHeader(b"authorization"))
+            result = await route(request, rest, identity)
             if result is not None:
                 status, body = result
                 _send_json(request, status, body)
         except ApiError as e:
+            if e.status == 401:
+                request.setHeader("www-authenticate", 'Bearer realm="quorumfs"')
             _send_json(request, e.status, e.to_json())
         except Exception:
             log.exception("request %s %s failed", request.method, request.path)
@@ -117,7 +138,9 @@ class ApiResource(resource.Resource):
 
     # -- routes ----------------------------------------------------------------------------
 
-    async def put_file(self, request: server.Request, rest: str) -> tuple[int, Any]:
+    async def put_file(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
         path = _path(rest)
         context_header = request.getHeader("x-qfs-version")
         try:
@@ -125,17 +148,22 @@ class ApiResource(resource.Resource):
         except ValueError as e:
             raise BadRequest(f"X-Qfs-Version: {e}") from None
         mode_text = _arg(request, "mode")
-        mode = _parse_mode(mode_text) if mode_text is not None else 0o644
+        mode = parse_mode(mode_text) if mode_text is not None else None
         request.content.seek(0)
         result = await self.coordinator.put_file(
-            path, request.content, mode=mode, context=context, w=_int_arg(request, "w")
+            path,
+            request.content,
+            mode=mode,
+            context=context,
+            w=_int_arg(request, "w"),
+            identity=identity,
         )
         return 201, result
 
-    async def get_file(self, request: server.Request, rest: str) -> None:
+    async def get_file(self, request: server.Request, rest: str, identity: Identity) -> None:
         path = _path(rest)
         resolved = await self.coordinator.resolve(
-            path, _arg(request, "version"), _int_arg(request, "r")
+            path, _arg(request, "version"), _int_arg(request, "r"), identity
         )
         manifest = resolved.manifest
         chunks = self.coordinator.stream(manifest)
@@ -170,25 +198,118 @@ class ApiResource(resource.Resource):
             request.unregisterProducer()
         request.finish()
 
-    async def delete_file(self, request: server.Request, rest: str) -> None:
-        await self.coordinator.delete_file(_path(rest), _int_arg(request, "w"))
+    async def delete_file(self, request: server.Request, rest: str, identity: Identity) -> None:
+        await self.coordinator.delete_file(_path(rest), _int_arg(request, "w"), identity)
         request.setResponseCode(204)
         request.finish()
 
-    async def list_directory(self, request: server.Request, rest: str) -> tuple[int, Any]:
-        entries = await self.coordinator.list_directory(_path(rest), _int_arg(request, "r"))
+    async def list_directory(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        entries = await self.coordinator.list_directory(
+            _path(rest), _int_arg(request, "r"), identity
+        )
         return 200, {"path": _path(rest), "entries": entries}
 
-    async def stat(self, request: server.Request, rest: str) -> tuple[int, Any]:
-        return 200, await self.coordinator.stat(_path(rest), _int_arg(request, "r"))
+    async def make_directory(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        parents = _flag_arg(request, "parents")
+        return 201, await self.namespace.mkdir(_path(rest), parents, identity)
 
-    async def cluster(self, request: server.Request, rest: str) -> tuple[int, Any]:
+    async def remove_directory(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> None:
+        await self.namespace.rmdir(_path(rest), _flag_arg(request, "recursive"), identity)
+        request.setResponseCode(204)
+        request.finish()
+
+    async def move(self, request: server.Request, rest: str, identity: Identity) -> tuple[int, Any]:
+        return 200, await self._transfer(request, identity, move=True)
+
+    async def copy(self, request: server.Request, rest: str, identity: Identity) -> tuple[int, Any]:
+        return 201, await self._transfer(request, identity, move=False)
+
+    async def _transfer(
+        self, request: server.Request, identity: Identity, move: bool
+    ) -> dict[str, Any]:
+        body = _json_body(request)
+        if not isinstance(body, dict) or not {"from", "to"} <= set(body) <= {
+            "from",
+            "to",
+            "overwrite",
+        }:
+            raise BadRequest('expected {"from": PATH, "to": PATH, "overwrite": false}')
+        overwrite = body.get("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise BadRequest("overwrite must be true or false")
+        return await self.namespace.transfer(
+            _json_path(body["from"], "from"),
+            _json_path(body["to"], "to"),
+            move=move,
+            overwrite=overwrite,
+            identity=identity,
+        )
+
+    async def stat(self, request: server.Request, rest: str, identity: Identity) -> tuple[int, Any]:
+        return 200, await self.coordinator.stat(_path(rest), _int_arg(request, "r"), identity)
+
+    async def set_attrs(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        body = _json_body(request)
+        if not isinstance(body, dict) or not body or not set(body) <= {"mode", "owner", "group"}:
+            raise BadRequest('expected {"mode": "0640"} and/or {"owner": USER, "group": GROUP}')
+        mode = parse_mode(body["mode"]) if "mode" in body else None
+        owner = check_name("owner", body["owner"]) if "owner" in body else None
+        group = check_name("group", body["group"]) if "group" in body else None
+        return 200, await self.namespace.set_attrs(
+            _path(rest), mode=mode, owner=owner, group=group, identity=identity
+        )
+
+    def _tokens(self, identity: Identity) -> Authenticator:
+        if self.auth is None:
+            raise BadRequest("authentication is off: start the peers with --admin-token-file")
+        if not identity.admin:
+            raise Forbidden(f"{identity.user} is not an admin: only admins manage tokens")
+        return self.auth
+
+    async def create_token(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        tokens = self._tokens(identity)
+        return 201, await tokens.create(_json_body(request))
+
+    async def list_tokens(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        return 200, {"tokens": await self._tokens(identity).tokens()}
+
+    async def revoke_token(self, request: server.Request, rest: str, identity: Identity) -> None:
+        tokens = self._tokens(identity)
+        token_id = rest.strip("/")
+        if not token_id or "/" in token_id:
+            raise BadRequest("expected DELETE /v1/tokens/{id}")
+        await tokens.revoke(token_id)
+        request.setResponseCode(204)
+        request.finish()
+
+    async def whoami(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        return 200, identity.to_json()
+
+    async def cluster(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
         return 200, self._cluster_json()
 
-    async def health(self, request: server.Request, rest: str) -> tuple[int, Any]:
+    async def health(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
         return 200, {"ok": True}
 
-    async def metrics(self, request: server.Request, rest: str) -> None:
+    async def metrics(self, request: server.Request, rest: str, identity: Identity) -> None:
         request.setHeader("content-type", "text/plain; version=0.0.4; charset=utf-8")
         request.write(self._metrics_text())
         request.finish()
@@ -233,14 +354,33 @@ def _int_arg(request: server.Request, name: str) -> int | None:
     return int(text)
 
 
-def _parse_mode(text: str) -> int:
+def _flag_arg(request: server.Request, name: str) -> bool:
+    text = _arg(request, name)
+    if text is None or text.lower() in ("0", "false", "no"):
+        return False
+    if text.lower() in ("1", "true", "yes", ""):
+        return True
+    raise BadRequest(f"query parameter {name}={text!r} is not 1 or 0")
+
+
+def _json_body(request: server.Request) -> Any:
+    request.content.seek(0)
+    raw = request.content.read(MAX_JSON_BODY + 1)
+    if len(raw) > MAX_JSON_BODY:
+        raise BadRequest(f"JSON body larger than {MAX_JSON_BODY} bytes")
     try:
-        mode = int(text, 8)
-    except ValueError:
-        raise BadRequest(f"mode {text!r} is not an octal number such as 0644") from None
-    if not 0 <= mode <= MAX_MODE:
-        raise BadRequest(f"mode {text!r} is out of range (0000-7777)")
-    return mode
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadRequest(f"body is not JSON: {e}") from None
+
+
+def _json_path(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a path string")
+    try:
+        return normalize(value)
+    except PathError as e:
+        raise BadRequest(f"bad path in {name}: {e}") from None
 
 
 def _send_json(request: server.Request, status: int, body: Any) -> None:

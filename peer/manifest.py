@@ -6,21 +6,32 @@
 - Each directory entry is its own record ``e:<dir>\\0<name>``, placed by the directory's path,
   so a listing is one prefix scan on the directory's replicas and concurrent creates of
   different names never touch the same record. A file's entry carries the file's vector clock,
-  so siblings and tombstones of the file show up in its listing too.
+  so siblings and tombstones of the file show up in its listing too. A directory's entry is the
+  directory itself: its owner, group and mode live there, and removing it is a tombstone.
+- Metadata-only siblings: a version records the clock of the write that produced its content
+  (`content_clock`) and of the write that set its owner, group and mode (`attrs_clock`); None
+  means "this version's own clock". A chmod that races with a content write on another peer
+  leaves two siblings that `merge_versions` folds into one: the newest content with the newest
+  attributes. Only content written concurrently is a conflict.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TypeVar
 
 import cbor2
 
 from peer.paths import basename, parent
+from storage.vclock import VectorClock
 
 INLINE_MAX = 4096
 FILE = "file"
 DIRECTORY = "dir"
+ADMIN = "admin"
+FILE_MODE = 0o644
+DIRECTORY_MODE = 0o755
 
 
 def manifest_key(path: str) -> str:
@@ -44,6 +55,24 @@ def entry_name(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Attrs:
+    """Who owns a file or directory and what its mode (permission bits) allows."""
+
+    owner: str
+    group: str
+    mode: int
+
+    def to_json(self) -> dict[str, str]:
+        """The API's fields: mode as an octal string such as "0644"."""
+        return {"mode": f"{self.mode:04o}", "owner": self.owner, "group": self.group}
+
+
+ROOT_ATTRS = Attrs(ADMIN, ADMIN, 0o1777)
+"""The root directory has no entry: it belongs to the admin and, like /tmp, anyone may create
+in it while only an entry's owner (or an admin) may remove or rename it (the sticky bit)."""
+
+
+@dataclass(frozen=True)
 class Block:
     """One block of a file: its BLAKE3 hex name and its length."""
 
@@ -61,9 +90,20 @@ class Manifest:
     blake3: str
     blocks: tuple[Block, ...] = ()
     inline: bytes | None = None
-    owner: str = "admin"
-    group: str = "admin"
+    owner: str = ADMIN
+    group: str = ADMIN
     writer: str = ""
+    content_clock: VectorClock | None = None
+    attrs_clock: VectorClock | None = None
+
+    @property
+    def attrs(self) -> Attrs:
+        """Owner, group and mode."""
+        return Attrs(self.owner, self.group, self.mode)
+
+    def with_attrs(self, attrs: Attrs) -> Manifest:
+        """This manifest with other owner, group and mode."""
+        return replace(self, owner=attrs.owner, group=attrs.group, mode=attrs.mode)
 
     def encode(self) -> bytes:
         """CBOR bytes for the record store and the wire."""
@@ -78,6 +118,7 @@ class Manifest:
                 "owner": self.owner,
                 "group": self.group,
                 "writer": self.writer,
+                **_clocks(self.content_clock, self.attrs_clock),
             }
         )
 
@@ -94,9 +135,10 @@ class Manifest:
                 blake3=str(fields["blake3"]),
                 blocks=blocks,
                 inline=fields.get("inline"),
-                owner=str(fields.get("owner", "admin")),
-                group=str(fields.get("group", "admin")),
+                owner=str(fields.get("owner", ADMIN)),
+                group=str(fields.get("group", ADMIN)),
                 writer=str(fields.get("writer", "")),
+                **_decode_clocks(fields),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed manifest: {e!r}") from None
@@ -110,15 +152,64 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Entry:
-    """A name in a directory: a file (with its size and mtime at last write) or a directory."""
+    """A name in a directory: a file (mirroring its manifest's size, mtime and attributes) or
+    a directory (whose attributes live only here). `moving_from` marks a directory that an
+    unfinished move is filling from that source path."""
 
     type: str
     size: int = 0
     mtime: float = 0.0
+    mode: int = FILE_MODE
+    owner: str = ADMIN
+    group: str = ADMIN
+    content_clock: VectorClock | None = None
+    attrs_clock: VectorClock | None = None
+    moving_from: str | None = None
+
+    @property
+    def attrs(self) -> Attrs:
+        """Owner, group and mode."""
+        return Attrs(self.owner, self.group, self.mode)
+
+    def with_attrs(self, attrs: Attrs) -> Entry:
+        """This entry with other owner, group and mode."""
+        return replace(self, owner=attrs.owner, group=attrs.group, mode=attrs.mode)
+
+    @classmethod
+    def of_file(cls, manifest: Manifest) -> Entry:
+        """The listing entry of a file version."""
+        return cls(
+            FILE,
+            manifest.size,
+            manifest.mtime,
+            manifest.mode,
+            manifest.owner,
+            manifest.group,
+            manifest.content_clock,
+            manifest.attrs_clock,
+        )
+
+    @classmethod
+    def directory(cls, attrs: Attrs, mtime: float, moving_from: str | None = None) -> Entry:
+        """A directory entry with these attributes."""
+        return cls(
+            DIRECTORY, 0, mtime, attrs.mode, attrs.owner, attrs.group, moving_from=moving_from
+        )
 
     def encode(self) -> bytes:
         """CBOR bytes for the record store and the wire."""
-        return cbor2.dumps({"type": self.type, "size": self.size, "mtime": self.mtime})
+        fields: dict[str, Any] = {
+            "type": self.type,
+            "size": self.size,
+            "mtime": self.mtime,
+            "mode": self.mode,
+            "owner": self.owner,
+            "group": self.group,
+            **_clocks(self.content_clock, self.attrs_clock),
+        }
+        if self.moving_from is not None:
+            fields["moving_from"] = self.moving_from
+        return cbor2.dumps(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:
@@ -127,10 +218,81 @@ class Entry:
         kind = fields.get("type")
         if kind not in (FILE, DIRECTORY):
             raise ValueError(f"malformed directory entry: type {kind!r}")
+        moving_from = fields.get("moving_from")
         try:
-            return cls(kind, int(fields.get("size", 0)), float(fields.get("mtime", 0.0)))
+            return cls(
+                kind,
+                int(fields.get("size", 0)),
+                float(fields.get("mtime", 0.0)),
+                int(fields.get("mode", FILE_MODE if kind == FILE else DIRECTORY_MODE)),
+                str(fields.get("owner", ADMIN)),
+                str(fields.get("group", ADMIN)),
+                moving_from=None if moving_from is None else str(moving_from),
+                **_decode_clocks(fields),
+            )
         except (TypeError, ValueError) as e:
             raise ValueError(f"malformed directory entry: {e!r}") from None
+
+
+class _Versioned(Protocol):
+    @property
+    def mtime(self) -> float: ...
+
+    @property
+    def content_clock(self) -> VectorClock | None: ...
+
+    @property
+    def attrs_clock(self) -> VectorClock | None: ...
+
+
+V = TypeVar("V", bound=_Versioned)
+
+
+@dataclass(frozen=True)
+class Merged(Generic[V]):
+    """Live siblings folded together: one head per concurrently written content (more than one
+    is a real conflict) and the version whose attributes are newest."""
+
+    heads: list[tuple[VectorClock, V]]
+    attrs_from: V
+    attrs_clock: VectorClock
+
+
+def merge_versions(versions: Sequence[tuple[VectorClock, V]]) -> Merged[V]:
+    """Fold live siblings (clock, value): contents whose content clock another content clock
+    descends are dropped, equal ones kept once; the attributes come from the version with the
+    newest attrs clock (concurrent attribute changes: the later mtime, then the larger clock
+    text, so every reader picks the same one)."""
+    if not versions:
+        raise ValueError("nothing to merge")
+    content = [(v.content_clock or clock, clock, v) for clock, v in versions]
+    heads: list[tuple[VectorClock, V]] = []
+    seen: list[VectorClock] = []
+    for cc, clock, value in content:
+        if any(other != cc and other.descends(cc) for other, _, _ in content) or cc in seen:
+            continue
+        seen.append(cc)
+        heads.append((clock, value))
+    attrs = [(v.attrs_clock or clock, v) for clock, v in versions]
+    newest = [(ac, v) for ac, v in attrs if not any(o != ac and o.descends(ac) for o, _ in attrs)]
+    attrs_clock, winner = max(newest, key=lambda item: (item[1].mtime, item[0].encode()))
+    return Merged(heads, winner, attrs_clock)
+
+
+def _clocks(content: VectorClock | None, attrs: VectorClock | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if content is not None:
+        fields["content_clock"] = content.to_cbor()
+    if attrs is not None:
+        fields["attrs_clock"] = attrs.to_cbor()
+    return fields
+
+
+def _decode_clocks(fields: dict[str, Any]) -> dict[str, VectorClock | None]:
+    return {
+        name: None if fields.get(name) is None else VectorClock.from_cbor(fields[name])
+        for name in ("content_clock", "attrs_clock")
+    }
 
 
 def _decode_map(data: bytes, what: str) -> dict[str, Any]:

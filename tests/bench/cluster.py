@@ -1,11 +1,18 @@
 """Cluster benchmark: 3 real peers (N=3, R=2, W=2, fsync on) on 127.0.0.1, through the HTTP API.
 
-    python tests/bench/cluster.py [--json] [--big-mb 64] [--small 400] [--dir DIR]
+    python tests/bench/cluster.py [--json] [--big-mb 64] [--small 400] [--move-mb 1024]
+                                  [--dir DIR]
 
 Prints put/get throughput of one large file, 4 KiB put/get rates one after another and with
 16 concurrent clients, their p50/p99 latencies, the time for three peers to see each other,
 peer RSS, and, measured in the same run on the same disk, the raw fsync'd sequential write
 throughput (the ceiling: every byte lands on N disks, here all one disk).
+
+Namespace figures: `move_<size>_s` moves one large file (a metadata operation: the manifest is
+rewritten, no block moves), `move_dir_200_s` moves a directory of 200 files. Token checks: a
+second cluster started with --admin-token-file serves the same 4 KiB gets to the admin and to a
+user (whose reads also check the directories above), in rounds interleaved with the open
+cluster's: `small_get_ops_{open,admin,user}` and `auth_*_get_overhead_pct`.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import tempfile
 import threading
@@ -84,7 +92,74 @@ def timed_ops(clients: list[Client], count: int, op) -> tuple[float, list[float]
     return count / elapsed, latencies
 
 
-def run(root: Path, big_mb: int, small: int) -> dict[str, float]:
+def namespace_figures(cluster: LocalCluster, root: Path, move_mb: int) -> dict[str, float]:
+    """Time a move of one `move_mb` MiB file and of a directory of 200 files."""
+    results: dict[str, float] = {}
+    client = cluster.client("p1", timeout=600)
+    big_path = root / "move.bin"
+    with open(big_path, "wb") as f:
+        for _ in range(move_mb):
+            f.write(os.urandom(MiB))
+    with open(big_path, "rb") as f:
+        client.put("/bench/move/big.bin", f)
+    big_path.unlink()
+    started = time.perf_counter()
+    client.move("/bench/move/big.bin", "/bench/move/moved.bin")
+    label = f"{move_mb // 1024}GiB" if move_mb % 1024 == 0 else f"{move_mb}MiB"
+    results[f"move_{label}_s"] = round(time.perf_counter() - started, 3)
+    payload = os.urandom(4096)
+    timed_ops([client], 200, lambda c, i: c.put(f"/bench/tree/f{i:03}", payload))
+    started = time.perf_counter()
+    client.move("/bench/tree", "/bench/tree-moved")
+    results["move_dir_200_s"] = round(time.perf_counter() - started, 3)
+    client.close()
+    return results
+
+
+def token_figures(open_cluster: LocalCluster, root: Path, small: int) -> dict[str, float]:
+    """4 KiB gets with tokens off (`open_cluster`) and on (a second cluster, as the admin and
+    as a user), interleaved in rounds so that load from elsewhere hits all three alike."""
+    admin = secrets.token_urlsafe(24)
+    token_file = root / "admin.token"
+    token_file.write_text(admin)
+    cluster = LocalCluster(
+        root / "auth-cluster", 3, extra=["--admin-token-file", str(token_file)], token=admin
+    )
+    results: dict[str, float] = {}
+    try:
+        cluster.start()
+        time.sleep(1)
+        with cluster.client("p1") as client:
+            user = client.token_create("bench", ["bench"])["token"]
+            payload = os.urandom(4096)
+            timed_ops([client], small, lambda c, i: c.put(f"/bench/s/{i}", payload, mode=0o644))
+        time.sleep(3)  # let the new cluster's background work after the writes settle
+        readers = {
+            "open": open_cluster.client("p1"),
+            "admin": cluster.client("p1", token=admin),
+            "user": cluster.client("p1", token=user),
+        }
+        elapsed = dict.fromkeys(readers, 0.0)
+        rounds = 10
+        for index in range(rounds):
+            for label, reader in readers.items():
+                names = range(index, small, rounds)
+                started = time.perf_counter()
+                for i in names:
+                    reader.get_bytes(f"/bench/s/{i}")
+                elapsed[label] += time.perf_counter() - started
+        for label, reader in readers.items():
+            results[f"small_get_ops_{label}"] = round(small / elapsed[label], 1)
+            reader.close()
+        for label in ("admin", "user"):
+            overhead = elapsed[label] / elapsed["open"] - 1
+            results[f"auth_{label}_get_overhead_pct"] = round(100 * overhead, 1)
+    finally:
+        cluster.stop()
+    return results
+
+
+def run(root: Path, big_mb: int, small: int, move_mb: int) -> dict[str, float]:
     results: dict[str, float] = {}
     results["disk_fsync_MBps"] = round(disk_fsync_MBps(root), 1)
     cluster = LocalCluster(root / "cluster", 3)
@@ -135,6 +210,8 @@ def run(root: Path, big_mb: int, small: int) -> dict[str, float]:
         results["rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
         for c in [client, reader, *single, *many]:
             c.close()
+        results.update(namespace_figures(cluster, root, move_mb))
+        results.update(token_figures(cluster, root, small))
     finally:
         cluster.stop()
     results["put_vs_disk_ratio"] = round(results["put_MBps"] / results["disk_fsync_MBps"], 2)
@@ -146,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--big-mb", type=int, default=64, help="size of the large file (MiB)")
     parser.add_argument("--small", type=int, default=400, help="number of 4 KiB operations")
+    parser.add_argument(
+        "--move-mb", type=int, default=1024, help="size of the file moved (MiB, default 1 GiB)"
+    )
     parser.add_argument("--dir", type=Path, help="where data goes (default: a temp dir)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-bench-") as tmp:
-        results = run(Path(tmp), args.big_mb, args.small)
+        results = run(Path(tmp), args.big_mb, args.small, args.move_mb)
     if args.json:
         print(json.dumps(results))
     else:

@@ -1,0 +1,105 @@
+"""Bearer tokens: header parsing, and token records through real replicas on the simulated
+network (create, identify, list without secrets, revoke within the cache lifetime)."""
+
+from __future__ import annotations
+
+import pytest
+
+from peer.auth import CACHE_SECONDS, Authenticator, bearer_token
+from peer.errors import BadRequest, NotFound, Unauthorized
+from peer.permissions import ADMIN_IDENTITY, Identity
+from tests.unit.test_coordinator_sim import cluster, run
+
+__all__ = ["cluster"]  # the fixture, used by name
+
+ADMIN = "admin-secret-token"
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (None, "missing"),
+        (b"", "malformed"),
+        (b"Basic dXNlcjpwYXNz", "malformed"),
+        (b"Bearer", "malformed"),
+        (b"Bearer a b", "malformed"),
+        (b"Bearer \xff\xfe", "not ASCII"),
+        ("Bearer ключ".encode(), "not ASCII"),
+        (b"Bearer " + b"x" * 5000, "longer than"),
+        (b"Bearer \x00abc", "malformed"),
+    ],
+)
+def test_bad_authorization_headers_are_unauthorized(header: bytes | None, why: str) -> None:
+    with pytest.raises(Unauthorized, match=why):
+        bearer_token(header)
+
+
+def test_bearer_scheme_is_case_insensitive() -> None:
+    assert bearer_token(b"bearer abc.def") == "abc.def"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_tokens_are_created_checked_listed_and_revoked_on_every_peer(cluster) -> None:
+    network, coordinators = cluster(3)
+    clock = Clock()
+    auths = {n: Authenticator(ADMIN, c, clock) for n, c in coordinators.items()}
+    assert run(auths["n0"].identify(f"Bearer {ADMIN}".encode())) == ADMIN_IDENTITY
+    created = run(auths["n0"].create({"user": "bob", "groups": ["dev", "ops"], "admin": False}))
+    header = f"Bearer {created['token']}".encode()
+    for auth in auths.values():
+        assert run(auth.identify(header)) == Identity("bob", frozenset({"dev", "ops"}))
+    listed = run(auths["n2"].tokens())
+    assert listed == [
+        {"id": created["id"], "user": "bob", "groups": ["dev", "ops"], "admin": False}
+    ]
+    stored = [
+        s.value
+        for r in network.replicas.values()
+        for _, siblings in r.records.range("t:", "t;")
+        for s in siblings
+    ]
+    assert stored and all(created["token"].split("_")[2].encode() not in v for v in stored)
+    wrong = created["token"][:-4] + "AAAA"
+    with pytest.raises(Unauthorized, match="unknown or revoked"):
+        run(auths["n1"].identify(f"Bearer {wrong}".encode()))
+    run(auths["n0"].revoke(created["id"]))
+    with pytest.raises(Unauthorized):
+        run(auths["n0"].identify(header))  # the revoking peer forgets it at once
+    assert run(auths["n1"].identify(header)).user == "bob"  # another peer's cache, < 2 s old
+    clock.now += CACHE_SECONDS
+    for auth in auths.values():
+        with pytest.raises(Unauthorized):
+            run(auth.identify(header))
+    with pytest.raises(NotFound):
+        run(auths["n0"].revoke(created["id"]))
+    assert run(auths["n1"].tokens()) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"user": "bad name"},
+        {"user": "ok", "groups": "dev"},
+        {"user": "ok", "admin": "yes"},
+        {"user": "ok", "extra": 1},
+    ],
+)
+def test_bad_token_requests_are_refused(cluster, body) -> None:
+    _network, coordinators = cluster(3)
+    with pytest.raises(BadRequest):
+        run(Authenticator(ADMIN, coordinators["n0"], Clock()).create(body))
+
+
+def test_an_unusable_admin_token_refuses_to_start(cluster) -> None:
+    _network, coordinators = cluster(1, n=1, r=1, w=1)
+    for bad in ["", "has space", "x" * 600]:
+        with pytest.raises(ValueError, match="admin token"):
+            Authenticator(bad, coordinators["n0"], Clock())
