@@ -154,7 +154,7 @@ async def test_keep_one_of_two_concurrent_versions(cluster: Cluster) -> None:
         )
 
 
-async def test_move_moves_or_says_unsupported(cluster: Cluster) -> None:
+async def test_move_renames_the_file(cluster: Cluster) -> None:
     cluster.client().put("/old-name.txt", b"contents\n")
     messages: list[Message] = []
     app = QfsApp(cluster.client())
@@ -164,13 +164,11 @@ async def test_move_moves_or_says_unsupported(cluster: Cluster) -> None:
         await answer_prompt(pilot, app, "/new-name.txt")
         await wait_until(pilot, lambda: any(isinstance(m, ActionDone) for m in messages))
         done = next(m for m in messages if isinstance(m, ActionDone))
+        assert done.error is None
         names = {e["name"] for e in cluster.client(1).ls("/")}
-        if done.error is None:
-            assert "new-name.txt" in names and "old-name.txt" not in names
-            await wait_until(pilot, lambda: "new-name.txt" in shown(app))
-        else:  # the peer has no POST /v1/move yet: said plainly, nothing changed
-            assert "does not support it yet" in done.error
-            assert "old-name.txt" in names
+        assert "new-name.txt" in names and "old-name.txt" not in names
+        await wait_until(pilot, lambda: "new-name.txt" in shown(app))
+        assert cluster.client(2).get_bytes("/new-name.txt") == b"contents\n"
         assert app.is_running
 
 
