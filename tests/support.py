@@ -7,6 +7,7 @@ gets its own data directory; only processes started here are signalled, by PID.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import time
@@ -147,3 +148,13 @@ def running_cluster(
         yield cluster
     finally:
         cluster.stop()
+
+
+def print_results(results: dict[str, object], as_json: bool) -> None:
+    """A benchmark's figures: one JSON object, or one aligned `name value` line each."""
+    if as_json:
+        print(json.dumps(results))
+        return
+    width = max(map(len, results), default=0) + 2
+    for key, value in results.items():
+        print(f"{key:{width}} {value}")

@@ -18,7 +18,6 @@ cluster's: `small_get_ops_{open,admin,user}` and `auth_*_get_overhead_pct`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from peer.client import Client
-from tests.support import LocalCluster
+from tests.support import LocalCluster, print_results
 
 MiB = 1024 * 1024
 
@@ -230,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-bench-") as tmp:
         results = run(Path(tmp), args.big_mb, args.small, args.move_mb)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        for key, value in results.items():
-            print(f"{key:24} {value}")
+    print_results(results, args.json)
     return 0
 
 

@@ -14,7 +14,6 @@ anti-entropy interval (10 s), scaled to an hour.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -26,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.support import LocalCluster, wait_for
+from tests.support import LocalCluster, print_results, wait_for
 
 MiB = 1024 * 1024
 FILE_SIZE = 4 * MiB
@@ -110,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         for megabytes in (int(s) for s in args.sizes_mb.split(",")):
             results.update(restore_time(Path(tmp) / f"r{megabytes}", megabytes))
         results.update(idle_traffic(Path(tmp) / "idle", args.idle_seconds))
-    if args.json:
-        print(json.dumps(results))
-    else:
-        for key, value in results.items():
-            print(f"{key:40} {value}")
+    print_results(results, args.json)
     return 0
 
 
