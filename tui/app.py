@@ -62,7 +62,7 @@ class QfsApp(App[int]):
             with TabPane("Cluster", id="cluster-tab"):
                 yield self.cluster_view
         yield self.status
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = self.connection.base_url

@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from peer.client import Conflict, FileInfo, QfsError, normalize_path
+from peer.client import Conflict, FileInfo, QfsError, format_mode, normalize_path
 
 MTIME = 1_767_225_600.0  # 2026-01-01 00:00 UTC: fixed so snapshots do not move
 
@@ -33,6 +33,10 @@ class FakeWorld:
     down: set[str] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
     move_supported: bool = True
+    attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Path -> its mode/owner/group as listed; a path missing here is listed without them."""
+    repair: dict[str, Any] | None = None
+    """The ``repair`` object of cluster(); None leaves it out (an older peer)."""
 
     def add_file(self, path: str, data: bytes) -> None:
         self.files[path] = data
@@ -60,6 +64,31 @@ def sample_world() -> FakeWorld:
             b"version B\n",
         ),
     ]
+    world.attrs = {
+        "/photos": {"mode": "0755", "owner": "alice", "group": "family"},
+        "/src": {"mode": "0750", "owner": "bob", "group": "devs"},
+        "/README.md": {"mode": "0644", "owner": "alice", "group": "staff"},
+        "/notes.txt": {"mode": "0600", "owner": "carol", "group": "staff"},
+        "/src/main.py": {"mode": "0755", "owner": "bob", "group": "devs"},
+    }  # /big.bin and the rest: listed without mode/owner/group
+    world.repair = {
+        "under_replicated": 2,
+        "hints_pending": 1,
+        "anti_entropy_rounds": 14,
+        "last_round_s": 3.2,
+        "records_repaired": 12,
+        "blocks_repaired": 3,
+        "bytes_moved": 3 << 20,
+        "handed_over": 0,
+        "scrub_passes": 3,
+        "scrub_position": 120,
+        "scrub_blocks_verified": 4512,
+        "corrupt_blocks_found": 1,
+        "corrupt_blocks_repaired": 1,
+        "gc_blocks_removed": 7,
+        "gc_tombstones_purged": 2,
+        "gc_last_skip": "",
+    }
     world.members = [
         {
             "name": name,
@@ -101,11 +130,14 @@ class FakeClient:
 
     def cluster(self) -> dict[str, Any]:
         self._check("cluster")
-        return {
+        answer = {
             "self": self._name(),
             "members": [dict(m) for m in self.world.members],
             "config": {"n": 3, "r": 2, "w": 2, "block_size": 1 << 20},
         }
+        if self.world.repair is not None:
+            answer["repair"] = dict(self.world.repair)
+        return answer
 
     def ls(self, path: str = "/") -> list[dict[str, Any]]:
         path = normalize_path(path)
@@ -116,7 +148,8 @@ class FakeClient:
         entries = []
         for d in sorted(self.world.dirs):
             if d != "/" and d.startswith(prefix) and "/" not in d[len(prefix) :]:
-                entries.append({"name": d[len(prefix) :], "type": "dir", "size": 0, "mtime": MTIME})
+                entry = {"name": d[len(prefix) :], "type": "dir", "size": 0, "mtime": MTIME}
+                entries.append({**entry, **self.world.attrs.get(d, {})})
         for f, data in sorted(self.world.files.items()):
             if f.startswith(prefix) and "/" not in f[len(prefix) :]:
                 entry = {
@@ -127,7 +160,7 @@ class FakeClient:
                 }
                 if f in self.world.siblings:
                     entry["conflict"] = True
-                entries.append(entry)
+                entries.append({**entry, **self.world.attrs.get(f, {})})
         return entries
 
     def stat(self, remote: str) -> dict[str, Any]:
@@ -235,3 +268,21 @@ class FakeClient:
             raise QfsError(404, "not found", "no route '/v1/move'")
         self.world.add_file(dst, self.world.files.pop(src))
         return {"path": dst}
+
+    def copy(self, src: str, dst: str, *, overwrite: bool = False) -> dict[str, Any]:
+        src, dst = normalize_path(src), normalize_path(dst)
+        self._check("copy", src)
+        if src not in self.world.files:
+            raise QfsError(404, "not found", src)
+        if dst in self.world.files and not overwrite:
+            raise QfsError(409, "exists", f"{dst} exists")
+        self.world.add_file(dst, self.world.files[src])
+        return {"path": dst}
+
+    def chmod(self, path: str, mode: int | str) -> dict[str, Any]:
+        path = normalize_path(path)
+        self._check("chmod", path)
+        if path not in self.world.files and path not in self.world.dirs:
+            raise QfsError(404, "not found", path)
+        self.world.attrs.setdefault(path, {})["mode"] = format_mode(mode)
+        return {"path": path, **self.world.attrs[path]}

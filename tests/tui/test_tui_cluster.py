@@ -83,6 +83,7 @@ async def test_browse_lists_tree_health_preview_and_members(cluster: Cluster) ->
         for name in ("p1", "p2", "p3"):
             assert name in text
         assert "▶  p1" in text  # the peer the TUI talks to is marked
+        assert "repair  under-replicated" in text and "scrub   pass" in text  # p1's repair
 
 
 async def test_upload_download_delete(cluster: Cluster, tmp_path: Path) -> None:
@@ -255,3 +256,84 @@ async def test_where_are_my_bytes_flags_a_dead_holder(cluster: Cluster) -> None:
             what="p3 flagged in the placement",
         )
         assert "full copies on live peers: 3/3" not in screen_text(app)
+
+
+def outcomes(messages: list[Message]) -> list[ActionDone]:
+    """The ActionDone messages posted so far (the outcome of each namespace change), once each.
+
+    The hook sees a message again at every widget it bubbles up to.
+    """
+    unique = {id(m): m for m in messages if isinstance(m, ActionDone)}
+    return list(unique.values())
+
+
+async def test_new_folder_with_parents(cluster: Cluster) -> None:
+    messages: list[Message] = []
+    app = QfsApp(cluster.client())
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+        await wait_until(pilot, lambda: app.query_one(FilesView).stats == {}, what="start")
+        await pilot.press("n")
+        await answer_prompt(pilot, app, "projects/2026/q1")
+        await wait_until(pilot, lambda: "projects" in shown(app), what="new folder listed")
+        done = outcomes(messages)
+        assert done and done[-1].error is None
+        check = cluster.client(2)  # another peer than the TUI's
+        assert check.stat("/projects/2026/q1")["type"] == "dir"
+        assert [e["name"] for e in check.ls("/projects/2026")] == ["q1"]
+        entry = table(app).current_entry() or {}
+        assert entry.get("type") == "dir" and entry.get("mode") and entry.get("owner")
+
+
+async def test_copy_shares_the_bytes(cluster: Cluster) -> None:
+    data = os.urandom(2 << 20) + b"copy me"
+    cluster.client().put("/orig.bin", data)
+    messages: list[Message] = []
+    app = QfsApp(cluster.client())
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+        await select(pilot, app, "orig.bin")
+        await pilot.press("y")
+        await answer_prompt(pilot, app, "/backup/orig-copy.bin")
+        await wait_until(pilot, lambda: "backup" in shown(app), what="destination listed")
+        done = outcomes(messages)
+        assert done and done[-1].error is None, done
+        assert "orig.bin" in shown(app)  # a copy, not a move
+        assert cluster.client(1).get_bytes("/backup/orig-copy.bin") == data
+        assert cluster.client(2).get_bytes("/orig.bin") == data
+
+        await pilot.press("y")  # the same copy again: the destination exists now
+        await answer_prompt(pilot, app, "/backup/orig-copy.bin")
+        await wait_until(pilot, lambda: len(outcomes(messages)) == 2)
+        again = outcomes(messages)[-1]
+        assert again.error is not None and again.summary == "copy /orig.bin"
+        assert app.is_running
+
+
+async def test_chmod_sets_the_mode(cluster: Cluster) -> None:
+    cluster.client().put("/secret.txt", b"hush\n")
+    messages: list[Message] = []
+    app = QfsApp(cluster.client())
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+        await select(pilot, app, "secret.txt")
+        before = str((table(app).current_entry() or {}).get("mode"))
+        assert before == cluster.client(1).stat("/secret.txt")["mode"]
+        await pilot.press("p")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the prompt")
+        assert app.screen.query_one(Input).value == before  # the current mode is offered
+        await answer_prompt(pilot, app, "0600")
+        await wait_until(pilot, lambda: outcomes(messages))
+        done = outcomes(messages)[0]
+        assert done.error is None, done
+        assert cluster.client(2).stat("/secret.txt")["mode"] == "0600"
+        await wait_until(
+            pilot,
+            lambda: (table(app).current_entry() or {}).get("mode") == "0600",
+            what="new mode listed",
+        )
+        assert "0600" in screen_text(app)
+
+        await pilot.press("p")
+        await answer_prompt(pilot, app, "rwx")  # not octal: refused before any request
+        await wait_until(pilot, lambda: not isinstance(app.screen, PromptScreen))
+        await pilot.pause(0.2)
+        assert app.is_running
+        assert cluster.client(1).stat("/secret.txt")["mode"] == "0600"

@@ -6,11 +6,14 @@ interface's behaviour (filter, sort, dialogs, mouse, failover messages), not the
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fake_client import FakeClient, FakeWorld, sample_world
 from harness import wait_until
 from screen_text import screen_text
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.widgets import Input
 
 from tui.app import QfsApp
@@ -106,3 +109,67 @@ async def test_keys_inside_dialogs_stay_there() -> None:
         assert app.tabs.active == "cluster-tab" and app.focused is app.cluster_view.members
         await pilot.press("1")
         assert app.tabs.active == "files-tab" and app.focused is app.files.table
+
+
+def record_notifications(app: QfsApp) -> list[tuple[str, str]]:
+    """(message, severity) of every notification the app shows from now on."""
+    seen: list[tuple[str, str]] = []
+    show = app.notify
+
+    def notify(message: str, *, severity: SeverityLevel = "information", **kwargs: Any) -> None:
+        seen.append((str(message), severity))
+        show(message, severity=severity, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return seen
+
+
+async def test_copy_and_chmod_errors_are_notified_not_raised() -> None:
+    world = sample_world()
+    app = make_app(world)
+    notifications = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "README.md" in names(app))
+        app.files.table.move_cursor(row=names(app).index("README.md"))
+        await pilot.press("p")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        assert app.screen.query_one(Input).value == "0644"  # the listed mode
+        app.screen.query_one(Input).value = "0o999"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any(s == "error" for _, s in notifications))
+        assert "bad mode" in notifications[-1][0]
+        assert not any(op == "chmod" for op, _ in world.calls)  # refused before a request
+
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        app.screen.query_one(Input).value = "notes.txt"  # relative: into this directory
+        await pilot.press("enter")
+        await wait_until(
+            pilot, lambda: any("copy /README.md failed" in m for m, _ in notifications)
+        )
+        assert notifications[-1][1] == "error"
+        assert world.files["/notes.txt"] == b"version A\n"
+        assert app.is_running
+
+
+async def test_copy_and_chmod_through_the_fake() -> None:
+    world = sample_world()
+    app = make_app(world)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "README.md" in names(app))
+        app.files.table.move_cursor(row=names(app).index("README.md"))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        app.screen.query_one(Input).value = "README.copy"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "README.copy" in names(app), what="copy listed")
+        assert world.files["/README.copy"] == world.files["/README.md"]
+        app.files.table.move_cursor(row=names(app).index("README.copy"))
+        await pilot.press("p")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        app.screen.query_one(Input).value = "640"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: world.attrs.get("/README.copy", {}).get("mode") == "0640")
+        await wait_until(
+            pilot, lambda: (app.files.table.current_entry() or {}).get("mode") == "0640"
+        )

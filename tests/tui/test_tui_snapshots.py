@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from fake_client import FakeClient, FakeWorld, sample_world
 from harness import wait_until
+from rich.text import Text
 from screen_text import assert_snapshot, screen_text
 from textual.pilot import Pilot
 from textual.widgets._footer import FooterKey
@@ -133,3 +134,49 @@ async def test_no_live_peer() -> None:
         await wait_until(pilot, lambda: app.query(FooterKey), what="footer keys")
         await pilot.pause(0.2)
         assert_snapshot(app, "no_live_peer")
+
+
+def styles_of(text: Text, fragment: str) -> set[str]:
+    """The styles of the spans covering the first occurrence of ``fragment`` in ``text``."""
+    start = text.plain.index(fragment)
+    end = start + len(fragment)
+    return {str(s.style) for s in text.spans if s.start <= start and s.end >= end}
+
+
+async def test_repair_panel_and_attribute_columns() -> None:
+    world = sample_world()
+    assert world.repair is not None
+    world.repair.update(
+        under_replicated=0,
+        last_round_s=None,
+        corrupt_blocks_found=2,
+        corrupt_blocks_repaired=1,
+        gc_last_skip="p3 is not alive",
+    )
+    app = make_app(world)
+    async with app.run_test(size=(170, 36)) as pilot:  # wide enough for every column
+        await settled(pilot, app)
+        lines = screen_text(app).splitlines()[4:10]
+        cells = [line.split("▕", 1)[1].split("▏", 1)[0] for line in lines]  # the table's part
+        rows = {cell.split()[0].strip("▸⚠") or cell.split()[1]: cell for cell in cells}
+        assert rows["README.md"].split()[-3:] == ["0644", "alice", "staff"]
+        assert rows["photos/"].split()[-3:] == ["0755", "alice", "family"]
+        assert rows["big.bin"].split()[-3:] == ["-", "-", "-"]  # listed without them
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "under-replicated 0" in text and "anti-entropy 14 rounds, last never" in text
+        assert "corrupt 2 found / 1 repaired" in text and "(last skipped: p3 is not alive)" in text
+        panel = app.cluster_view.repair.content
+        assert isinstance(panel, Text)
+        assert styles_of(panel, "0") == {"green"}  # nothing under-replicated
+        assert "bold red" in styles_of(panel, "2 found / 1 repaired")
+
+        world.repair["under_replicated"] = 5
+        await wait_until(pilot, lambda: "under-replicated 5" in screen_text(app), what="refresh")
+        panel = app.cluster_view.repair.content
+        assert isinstance(panel, Text)
+        assert styles_of(panel, "5") == {"bold yellow"}
+
+        world.repair = None  # a peer that does not report repair activity
+        await wait_until(pilot, lambda: "not reported by this peer" in screen_text(app))

@@ -18,8 +18,9 @@ from tui.membership import member_events
 from tui.screens.dialogs import LocalPathSuggester
 from tui.transfer import upload_plan
 from tui.widgets.breadcrumbs import ancestors
+from tui.widgets.cluster_view import repair_summary
 from tui.widgets.file_actions import unsupported_route
-from tui.widgets.file_table import sort_entries
+from tui.widgets.file_table import attr_cells, sort_entries
 from tui.widgets.files_view import parent_of
 from tui.widgets.preview import hex_dump, hex_width, looks_binary
 
@@ -148,3 +149,16 @@ def test_connection_with_no_live_peer_says_so() -> None:
     assert "does not answer" in str(caught.value)
     world.down.clear()  # the peer is back: the same connection works again
     assert connection.call(lambda c: c.ls("/"))
+
+
+def test_attribute_cells_show_a_dash_for_what_is_missing() -> None:
+    full = {"name": "a", "mode": "0640", "owner": "alice", "group": "staff"}
+    assert [c.plain for c in attr_cells(full)] == ["0640", "alice", "staff"]
+    assert [c.plain for c in attr_cells({"name": "b", "owner": ""})] == ["-", "-", "-"]
+
+
+def test_repair_summary() -> None:
+    assert "not reported" in repair_summary(None).plain
+    text = repair_summary({"under_replicated": 3, "last_round_s": 75.0, "bytes_moved": 2048})
+    assert "under-replicated 3" in text.plain and "last 1m ago" in text.plain
+    assert "moved 2.0 KiB" in text.plain and "pass ? at block ?" in text.plain  # partial object

@@ -30,8 +30,10 @@ KEYS = (
         [
             ("u", "upload a local file or folder into this directory"),
             ("d", "download the selected file"),
-            ("n", "new directory"),
+            ("n", "new directory (missing parents too: a/b/c)"),
             ("m", "rename or move the selected entry"),
+            ("y", "copy the selected entry (blocks are shared, not copied)"),
+            ("p", "chmod: set the octal mode of the selected entry"),
             ("x / delete", "delete the selected entry (asks first)"),
             ("b", "where are my bytes: block holders of the selected file"),
             ("c", "resolve a conflict (⚠): pick the version to keep"),

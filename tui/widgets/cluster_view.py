@@ -1,4 +1,5 @@
-"""The cluster tab: the members table, the quorum settings and the log of membership events."""
+"""The cluster tab: the quorum settings, the repair activity of the peer talked to, the members
+table and the log of membership events."""
 
 from __future__ import annotations
 
@@ -17,6 +18,48 @@ from tui.membership import member_events
 COLUMNS = ("", "Name", "State", "Incarnation", "Gossip/RPC", "HTTP", "Last heard")
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def repair_summary(repair: dict[str, Any] | None) -> Text:
+    """Three lines on the background repair of one peer (the ``repair`` object of its cluster()).
+
+    Under-replicated records and unrepaired corrupt blocks are highlighted: they are what
+    needs attention.
+    """
+    if not repair:
+        return Text("repair activity: not reported by this peer", style="dim")
+    under = repair.get("under_replicated")
+    found, fixed = repair.get("corrupt_blocks_found"), repair.get("corrupt_blocks_repaired")
+    last = repair.get("last_round_s")
+    text = Text.assemble(
+        ("repair ", "bold"),
+        " under-replicated ",
+        (_count(under), "bold yellow" if isinstance(under, int) and under > 0 else "green"),
+        f"  ·  hints pending {_count(repair.get('hints_pending'))}",
+        f"  ·  anti-entropy {_count(repair.get('anti_entropy_rounds'))} rounds, last ",
+        "never" if last is None else ago(last),
+        f"\n        moved {human_size(repair.get('bytes_moved') or 0)}",
+        f"  ·  {_count(repair.get('records_repaired'))} records and "
+        f"{_count(repair.get('blocks_repaired'))} blocks repaired",
+        f"  ·  {_count(repair.get('handed_over'))} hints handed over",
+        ("\nscrub  ", "bold"),
+        f" pass {_count(repair.get('scrub_passes'))} at block "
+        f"{_count(repair.get('scrub_position'))}, "
+        f"{_count(repair.get('scrub_blocks_verified'))} verified  ·  corrupt ",
+        (
+            f"{_count(found)} found / {_count(fixed)} repaired",
+            "bold red" if isinstance(found, int) and found > (fixed or 0) else "",
+        ),
+        f"  ·  GC {_count(repair.get('gc_blocks_removed'))} blocks, "
+        f"{_count(repair.get('gc_tombstones_purged'))} tombstones removed",
+    )
+    if skip := repair.get("gc_last_skip"):
+        text.append(f" (last skipped: {skip})", style="yellow")
+    return text
+
+
 class ClusterView(Vertical):
     """Shows each cluster snapshot; the peer the TUI talks to is marked with ``▶``.
 
@@ -28,11 +71,13 @@ class ClusterView(Vertical):
         self._clock = clock
         self._previous: list[dict[str, Any]] | None = None
         self.summary = Static("waiting for the first membership answer…", id="cluster-summary")
+        self.repair = Static("", id="repair")
         self.members = DataTable[Any](id="members", cursor_type="row", zebra_stripes=True)
         self.events = RichLog(id="events", wrap=True, max_lines=1000)
 
     def compose(self) -> ComposeResult:
         yield self.summary
+        yield self.repair
         yield self.members
         yield Static("Membership events", id="events-title")
         yield self.events
@@ -69,6 +114,7 @@ class ClusterView(Vertical):
             f"block {human_size(config.get('block_size'))}"
         )
         self.summary.update(summary)
+        self.repair.update(repair_summary(cluster.get("repair")))
         self.log_events(member_events(self._previous, members))
         self._previous = members
 

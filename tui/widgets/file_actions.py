@@ -1,5 +1,5 @@
-"""The file actions of the files tab: upload, download, delete, move, new directory, and the
-placement and conflict dialogs, each on the selected entry.
+"""The file actions of the files tab: upload, download, delete, move, copy, chmod, new directory,
+and the placement and conflict dialogs, each on the selected entry.
 
 A mixin of FilesView (which supplies the widgets and the Connection named below); transfers and
 namespace changes run in workers and report back with messages.
@@ -17,7 +17,7 @@ from textual import work
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
-from peer.client import Client, QfsError
+from peer.client import Client, QfsError, format_mode
 from tui import transfer
 from tui.connection import Connection
 from tui.format import human_size
@@ -194,6 +194,47 @@ class FileActions(Widget):
                 )
 
         self.app.push_screen(PromptScreen(f"Rename or move {path} to", path), chosen)
+
+    def action_copy(self) -> None:
+        selected = self._selected()
+        if selected is None:
+            return
+        path, _ = selected
+
+        def chosen(target: str | None) -> None:
+            if target and target != path:
+                destination = (
+                    target if target.startswith("/") else child_path(self.directory, target)
+                )
+                self.run_action(
+                    f"copy {path}",
+                    f"copied {path} to {destination}",
+                    lambda c: c.copy(path, destination),
+                )
+
+        self.app.push_screen(PromptScreen(f"Copy {path} to", path), chosen)
+
+    def action_chmod(self) -> None:
+        selected = self._selected()
+        if selected is None:
+            return
+        path, entry = selected
+
+        def chosen(mode: str | None) -> None:
+            if not mode:
+                return
+            try:
+                octal = format_mode(mode)
+            except ValueError as error:
+                self.notify(f"chmod {path} failed: {error}", severity="error")
+                return
+            self.run_action(
+                f"chmod {path}", f"mode of {path} set to {octal}", lambda c: c.chmod(path, octal)
+            )
+
+        current = str(entry.get("mode") or "")
+        prompt = f"New mode of {path} (octal, such as 0644)"
+        self.app.push_screen(PromptScreen(prompt, current), chosen)
 
     def action_mkdir(self) -> None:
         def chosen(name: str | None) -> None:

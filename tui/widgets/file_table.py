@@ -37,6 +37,15 @@ def matches(entry: dict[str, Any], needle: str) -> bool:
     return needle.casefold() in entry["name"].casefold()
 
 
+def attr_cells(entry: dict[str, Any]) -> list[Text]:
+    """The mode, owner and group cells of a listing entry; ``-`` for what it lacks."""
+    cells = []
+    for key in ("mode", "owner", "group"):
+        value = entry.get(key)
+        cells.append(Text(str(value)) if value not in (None, "") else Text("-", style="dim"))
+    return cells
+
+
 class FileTable(DataTable[Any]):
     """The entries of one directory; the row key is the entry name.
 
@@ -65,6 +74,9 @@ class FileTable(DataTable[Any]):
         self.add_column("Size", key="size", width=9)
         self.add_column("Modified", key="modified", width=16)
         self.add_column("Replicas", key="replicas", width=8)
+        self.add_column("Mode", key="mode", width=4)
+        self.add_column("Owner", key="owner")
+        self.add_column("Group", key="group")
 
     def show(self, directory: str, entries: list[dict[str, Any]]) -> None:
         """Display the listing of ``directory``; keeps the cursor on the same name if present."""
@@ -148,7 +160,7 @@ class FileTable(DataTable[Any]):
             name = Text("  " + entry["name"])
         size = Text("" if is_dir else human_size(entry.get("size")), justify="right")
         health = "" if is_dir else self._health_cell(self.path_of(entry))
-        return [name, size, local_time(entry.get("mtime")), health]
+        return [name, size, local_time(entry.get("mtime")), health, *attr_cells(entry)]
 
     def _health_cell(self, path: str) -> Text:
         if path not in self.health:

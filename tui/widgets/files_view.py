@@ -3,7 +3,7 @@
 Widgets inside post intents (OpenDirectory, EntryHighlighted, HealthWanted, TreeExpanded);
 this view answers them by starting workers, which talk to peers through the Connection and post
 result messages back. Nothing here blocks on the network. The actions on the selection
-(upload, download, delete, move...) live in file_actions.py.
+(upload, download, delete, move, copy, chmod...) live in file_actions.py.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ class FilesView(FileActions, Vertical):
         Binding("S", "reverse", "Reverse", show=False),
         Binding("u", "upload", "Upload"),
         Binding("d", "download", "Download"),
-        Binding("n", "mkdir", "New dir", show=False),
+        Binding("n", "mkdir", "New dir"),
         Binding("m", "move", "Move"),
+        Binding("y", "copy", "Copy"),
+        Binding("p", "chmod", "Chmod"),
         Binding("x,delete", "delete", "Delete"),
         Binding("b", "placement", "Blocks"),
         Binding("c", "conflict", "Conflict"),

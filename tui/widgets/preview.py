@@ -68,12 +68,15 @@ def render_preview(name: str, data: bytes, size: int, columns: int = 80) -> Rend
 
 
 def render_summary(path: str, entry: dict[str, Any]) -> Text:
-    """The header of the pane: path, size and time of the selected entry."""
+    """The header of the pane: path, size, time, mode, owner and group of the selected entry."""
     text = Text(path, style="bold")
     if entry.get("type") == "dir":
         text.append("\ndirectory", style="dim")
     else:
         text.append(f"\n{human_size(entry.get('size'))}  ·  {local_time(entry.get('mtime'))}")
+    if any(entry.get(key) for key in ("mode", "owner", "group")):
+        owner = f"{entry.get('owner') or '-'}:{entry.get('group') or '-'}"
+        text.append(f"\n{entry.get('mode') or '-'}  {owner}", style="dim")
     if entry.get("conflict"):
         text.append("\n⚠ concurrent versions: press c to resolve", style="bold yellow")
     return text
