@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, BinaryIO, NoReturn, TextIO
 
 from peer.client import DEFAULT_PEER, Client, Conflict, QfsError, format_mode, normalize_path
-from peer.progress import transfer_progress
+from peer.progress import transfer_progress, tree_progress
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -282,14 +282,26 @@ def _cmd_rmdir(client: Client, args: argparse.Namespace) -> int:
 
 
 def _cmd_mv(client: Client, args: argparse.Namespace) -> int:
-    result = client.move(args.src, args.dst, overwrite=args.force)
+    result = tree_progress(
+        client,
+        f"move {args.src}",
+        args.src,
+        args.dst,
+        lambda: client.move(args.src, args.dst, overwrite=args.force),
+    )
     if args.json:
         _print_json(result)
     return EXIT_OK
 
 
 def _cmd_cp(client: Client, args: argparse.Namespace) -> int:
-    result = client.copy(args.src, args.dst, overwrite=args.force)
+    result = tree_progress(
+        client,
+        f"copy {args.src}",
+        args.src,
+        args.dst,
+        lambda: client.copy(args.src, args.dst, overwrite=args.force),
+    )
     if args.json:
         _print_json(result)
     return EXIT_OK
