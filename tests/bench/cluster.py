@@ -3,10 +3,11 @@
     python tests/bench/cluster.py [--json] [--big-mb 64] [--small 400] [--move-mb 1024]
                                   [--dir DIR]
 
-Prints put/get throughput of one large file, 4 KiB put/get rates one after another and with
-16 concurrent clients, their p50/p99 latencies, the time for three peers to see each other,
-peer RSS, and, measured in the same run on the same disk, the raw fsync'd sequential write
-throughput (the ceiling: every byte lands on N disks, here all one disk).
+Prints put/get throughput of one large file (and the peers' peak RSS meanwhile), 4 KiB
+put/get rates one after another and with 16 concurrent clients, their p50/p99 latencies, the
+time for three peers to see each other, idle peer RSS, and, measured in the same run on the
+same disk, the raw fsync'd sequential write throughput (the ceiling: every byte lands on N
+disks, here all one disk).
 
 Namespace figures: `move_<size>_s` moves one large file (a metadata operation: the manifest is
 rewritten, no block moves), `move_dir_200_s` moves a directory of 200 files. Token checks: a
@@ -54,6 +55,26 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class PeakRss:
+    """Samples the RSS of some processes every 50 ms in a thread; `stop()` gives the peak."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._peak = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            self._peak = max(self._peak, *(rss_mb(pid) for pid in self._pids))
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self._peak
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -171,6 +192,7 @@ def run(root: Path, big_mb: int, small: int, move_mb: int) -> dict[str, float]:
         with open(big_path, "wb") as f:
             for _ in range(big_mb):
                 f.write(os.urandom(MiB))
+        peak = PeakRss([p.pid for p in cluster.peers])
         with open(big_path, "rb") as f:
             started = time.perf_counter()
             client.put("/bench/big.bin", f)
@@ -184,7 +206,7 @@ def run(root: Path, big_mb: int, small: int, move_mb: int) -> dict[str, float]:
         started = time.perf_counter()
         reader.get("/bench/big.bin", Discard())
         results["get_MBps"] = round(big_mb * MiB / (time.perf_counter() - started) / 1e6, 1)
-        results["busy_rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
+        results["transfer_peak_rss_MB"] = round(peak.stop(), 1)
 
         payload = os.urandom(4096)
         single = [cluster.client("p1")]
