@@ -29,7 +29,7 @@ import cbor2
 from peer.coordinator import Coordinator
 from peer.errors import BadRequest, NotFound, Unauthorized
 from peer.permissions import ADMIN_IDENTITY, Identity, check_name
-from peer.quorum import context_of, live, next_clock
+from peer.quorum import context_of, live
 from storage.records import Sibling
 
 TOKEN_PREFIX = "t:"
@@ -159,7 +159,7 @@ class Authenticator:
             raise BadRequest("admin must be true or false")
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         record = TokenRecord(user, tuple(groups), admin, self._digest(secret))
-        clock = next_clock(context_of([]), [], self.c.cluster.self_id)
+        clock = self.c.next_clock(context_of([]), [])
         item = (token_key(token_id), Sibling(clock, record.encode()))
         await self.c.write_records([(item[0], [item])], self.c.settings.w, "token")
         return {"id": token_id, "user": user, "token": f"qfs_{token_id}_{secret}"}
@@ -187,7 +187,7 @@ class Authenticator:
         (siblings,) = await self.c.read_records(key, [key], self.c.settings.r)
         if _current(siblings) is None:
             raise NotFound(f"no token {token_id}")
-        clock = next_clock(context_of(siblings), siblings, self.c.cluster.self_id)
+        clock = self.c.next_clock(context_of(siblings), siblings)
         await self.c.write_records(
             [(key, [(key, Sibling(clock, None))])], self.c.settings.w, "revoke"
         )

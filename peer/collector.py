@@ -5,8 +5,8 @@ collection round asks every peer on the ring for the blocks its manifests refere
 version, siblings included) and runs only when all of them are alive and answer. A block is
 removed only if nobody references it and it was not put or deduplicated against (touched)
 within the grace period, which covers writes in flight: their blocks land before their
-manifest. A tombstone is purged when no hints are pending anywhere and every home replica
-holds it (or nothing) for that key, so no replica can bring the deleted value back.
+manifest. A tombstone is purged when no hints are pending anywhere and every peer holds it (or
+nothing) for that key, so no replica and no stand-in can bring the deleted value back.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from peer.manifest import Manifest
 from peer.quorum import missing_siblings
 from peer.replica import Replica, RunInThread, siblings_from_wire
 from peer.rpc import Handler, RpcError
+from storage.records import Sibling
 
 log = logging.getLogger(__name__)
+
+PURGE_BATCH = 500
 
 
 @dataclass
@@ -111,7 +114,7 @@ class GarbageCollector:
         self.counters.blocks_removed += removed
         self.counters.bytes_removed += size
         if hints == 0:
-            await self._purge_tombstones()
+            await self._purge_tombstones(members)
         self.counters.rounds += 1
 
     def _skip(self, reason: str) -> None:
@@ -134,33 +137,39 @@ class GarbageCollector:
                 size += length
         return removed, size
 
-    async def _purge_tombstones(self) -> None:
-        def tombstoned() -> list[tuple[str, list[Any]]]:
+    async def _purge_tombstones(self, members: list[str]) -> None:
+        """Purge local tombstones that no peer could undo: every member (not only the homes: a
+        stand-in may still hold a version it took for a down home) holds the tombstone or
+        nothing for that key."""
+
+        def tombstoned() -> list[tuple[str, list[Sibling]]]:
             return [
                 (key, siblings)
                 for key, siblings in self._replica.records.range()
                 if placement_of(key) is not None and siblings and all(s.tombstone for s in siblings)
-            ]
+            ][:PURGE_BATCH]
 
-        for key, mine in await self._run(tombstoned):
-            homes = self._coordinator.homes(placement_of(key) or key)
-            if not all(self._coordinator.cluster.is_up(h) for h in homes):
+        candidates = await self._run(tombstoned)
+        if not candidates:
+            return
+        keys = [key for key, _ in candidates]
+        held: dict[str, list[list[Sibling]]] = {}
+        for member in members:
+            if member == self._coordinator.cluster.self_id:
                 continue
-            if await self._every_home_holds_the_tombstone(key, mine, homes):
+            try:
+                reply = await self._coordinator.call(member, "record.get", {"keys": keys})
+            except (RpcError, WireError):
+                return
+            held[member] = [siblings_from_wire(raw) for raw in reply["records"]]
+        for index, (key, mine) in enumerate(candidates):
+            if all(_undoes_nothing(theirs[index], mine) for theirs in held.values()):
                 await self._run(self._replica.records.delete, key)
                 self.counters.tombstones_purged += 1
 
-    async def _every_home_holds_the_tombstone(
-        self, key: str, mine: list[Any], homes: list[str]
-    ) -> bool:
-        for home in homes:
-            try:
-                reply = await self._coordinator.call(home, "record.get", {"keys": [key]})
-            except RpcError:
-                return False
-            theirs = siblings_from_wire(reply["records"][0])
-            if any(not s.tombstone for s in theirs):
-                return False
-            if theirs and missing_siblings(theirs, mine):
-                return False
+
+def _undoes_nothing(theirs: list[Sibling], mine: list[Sibling]) -> bool:
+    """Whether a peer holding `theirs` could not bring back what `mine` (tombstones) deleted."""
+    if not theirs:
         return True
+    return all(s.tombstone for s in theirs) and not missing_siblings(theirs, mine)

@@ -64,6 +64,7 @@ from peer.permissions import (
     require_traverse,
 )
 from peer.quorum import (
+    CounterSource,
     QuorumError,
     QuorumTally,
     Target,
@@ -179,11 +180,18 @@ class Coordinator:
         self._connect = connect
         self.name = name
         self._now = clock
+        self._counters = CounterSource(clock)
         self.read_repairs = 0
 
     def now(self) -> float:
         """The coordinator's clock, in seconds (mtimes of what it writes)."""
         return self._now()
+
+    def next_clock(self, base: VectorClock, current: list[Sibling]) -> VectorClock:
+        """The clock of a new version this peer writes: descends `base` and `current`'s own
+        entries, and never equals a clock this peer gave any other version."""
+        me = self.cluster.self_id
+        return self._counters.issued(next_clock(base, current, me, self._counters.floor()), me)
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -457,7 +465,7 @@ class Coordinator:
             inline = None
             blocks, file_hash, size = await self._write_blocks(_Prepend(head, body), w)
         base = context if context is not None else context_of(current)
-        clock = next_clock(base, current, self.cluster.self_id)
+        clock = self.next_clock(base, current)
         manifest = Manifest(
             size,
             now,
@@ -507,7 +515,7 @@ class Coordinator:
         writes: Groups = []
         for directory in create:
             seen = siblings.get(directory, [])
-            clock = next_clock(context_of(seen), seen, self.cluster.self_id)
+            clock = self.next_clock(context_of(seen), seen)
             entry = Entry.directory(attrs, now, moving_from)
             record = (entry_key(directory), Sibling(clock, entry.encode()))
             writes.append((parent(directory), [record]))
@@ -607,7 +615,7 @@ class Coordinator:
         container, container_attrs = found.container()
         attrs = merge_versions(versions).attrs_from.attrs
         require_remove(identity, container, container_attrs, path, attrs)
-        clock = next_clock(context_of(current), current, self.cluster.self_id)
+        clock = self.next_clock(context_of(current), current)
         await self.write_records(self.file_writes(path, clock, None), w, f"delete {path}")
 
     async def list_directory(

@@ -51,7 +51,7 @@ from peer.permissions import (
     require_remove,
     require_traverse,
 )
-from peer.quorum import context_of, next_clock
+from peer.quorum import context_of
 from storage.records import Sibling
 from storage.vclock import VectorClock
 
@@ -77,7 +77,7 @@ class Namespace:
     def _next(self, *seen: list[Sibling]) -> VectorClock:
         """A clock that descends every sibling in `seen` (a new version of what was read)."""
         siblings = [s for group in seen for s in group]
-        return next_clock(context_of(siblings), siblings, self.c.cluster.self_id)
+        return self.c.next_clock(context_of(siblings), siblings)
 
     # -- directories -----------------------------------------------------------------------
 

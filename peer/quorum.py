@@ -127,14 +127,36 @@ def context_of(siblings: Iterable[Sibling]) -> VectorClock:
     return clock
 
 
-def next_clock(base: VectorClock, current: Iterable[Sibling], node: str) -> VectorClock:
+def next_clock(
+    base: VectorClock, current: Iterable[Sibling], node: str, floor: int = 1
+) -> VectorClock:
     """The clock of a new version written by `node` that descends `base`.
 
-    `node`'s counter goes above every counter of `node` among the `current` siblings too, so a
-    client context older than this node's latest write can never produce a clock equal to it
-    (two different versions with one clock would make a replica keep only the first).
+    `node`'s counter goes above every counter of `node` among the `current` siblings and to at
+    least `floor`, so no two versions `node` writes ever share a clock: not a client context
+    older than this node's latest write, not two writes of one key racing through this node,
+    not a write after the key's tombstone was purged (two different versions with one clock
+    would make each replica keep whichever it saw first).
     """
     seen = max((s.clock.entries.get(node, 0) for s in current), default=0)
-    if seen:
-        base = base.merge(VectorClock({node: seen}))
-    return base.increment(node)
+    counter = max(seen + 1, base.entries.get(node, 0) + 1, floor)
+    return base.merge(VectorClock({node: counter - 1})).increment(node)
+
+
+class CounterSource:
+    """This node's version counters: strictly increasing and at least the wall clock in
+    microseconds, so they keep increasing across restarts (clocks never move back by more
+    than the time a restart takes)."""
+
+    def __init__(self, wall_clock: Callable[[], float]) -> None:
+        self._wall_clock = wall_clock
+        self._last = 0
+
+    def floor(self) -> int:
+        """The least counter the next version may use."""
+        return max(self._last + 1, int(self._wall_clock() * 1_000_000))
+
+    def issued(self, clock: VectorClock, node: str) -> VectorClock:
+        """Record that `clock` was given to a new version; returns it."""
+        self._last = max(self._last, clock.entries.get(node, 0))
+        return clock

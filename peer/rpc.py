@@ -123,6 +123,12 @@ class RpcServerProtocol(protocol.Protocol):
             reply = self._stream_handler(message)
             if isinstance(reply, Awaitable):
                 reply = await reply
+        except WireError as e:  # a malformed membership message: bad input, not our crash
+            self._counters.bad_frames += 1
+            log.info("refusing %s from %s: %s", message.type, self.transport.getPeer(), e.reason)
+            self._send("error", {"id": -1, "code": "bad_request", "message": e.reason})
+            self.transport.loseConnection()
+            return
         except Exception:
             log.exception("gossip stream handler failed on %s", message.type)
             self.transport.loseConnection()

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from twisted.internet import defer
+
 from peer.coordinator import Coordinator
 from peer.errors import ApiError
 from peer.manifest import Block
@@ -49,11 +51,15 @@ class Scrubber:
         self._sleep = sleep
         self._rate = rate
         self._stopping = False
+        self._nap: defer.Deferred[None] | None = None
         self.counters = ScrubCounters()
 
     def stop(self) -> None:
-        """End the pass in progress after the current block (the peer is shutting down)."""
+        """End the pass in progress now: after the current block, and without finishing the
+        pause that paces it (the peer is shutting down)."""
         self._stopping = True
+        if self._nap is not None:
+            self._nap.cancel()
 
     async def run_pass(self) -> None:
         """Verify every block once (repairing corrupt ones), pacing reads to the rate."""
@@ -64,8 +70,14 @@ class Scrubber:
                 return
             size = await self._verify(block)
             self.counters.position += 1
-            if size:
-                await self._sleep(size / self._rate)
+            if size and not self._stopping:
+                self._nap = defer.ensureDeferred(self._sleep(size / self._rate))
+                try:
+                    await self._nap
+                except defer.CancelledError:
+                    return
+                finally:
+                    self._nap = None
         self.counters.passes += 1
 
     async def _verify(self, block: str) -> int:

@@ -1,6 +1,7 @@
 """Quorum decisions without I/O: targets, tallies, reconciliation, clocks of new versions."""
 
 from peer.quorum import (
+    CounterSource,
     QuorumTally,
     Target,
     context_of,
@@ -90,3 +91,15 @@ def test_next_clock_goes_past_this_nodes_own_latest_write() -> None:
     assert new == clock(a=6, b=1)
     assert new.descends(current[0].clock)
     assert next_clock(VectorClock(), [], "a") == clock(a=1)
+
+
+def test_counters_never_repeat_even_when_reads_see_nothing_new() -> None:
+    now = [100.0]
+    source = CounterSource(lambda: now[0])
+    first = source.issued(next_clock(VectorClock(), [], "a", source.floor()), "a")
+    racing = source.issued(next_clock(VectorClock(), [], "a", source.floor()), "a")
+    assert first != racing and racing.descends(first)
+    assert first.entries["a"] >= 100_000_000
+    restarted = CounterSource(lambda: now[0] + 5)  # same node after a restart, seconds later
+    again = next_clock(VectorClock(), [], "a", restarted.floor())
+    assert again.entries["a"] > racing.entries["a"]

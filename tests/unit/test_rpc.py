@@ -6,7 +6,7 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
-from gossip.wire import Codec, Message
+from gossip.wire import Codec, Message, WireError
 from peer.rpc import RpcClientProtocol, RpcError, RpcServerFactory
 
 CODEC = Codec(b"k" * 32)
@@ -117,3 +117,15 @@ def test_client_fails_pending_calls_on_lost_connection_and_bad_replies() -> None
     pending.addErrback(lambda f: failure.append(f.value.code))
     assert failure == ["connection_lost"]
     assert isinstance(pending, defer.Deferred)
+
+
+def test_a_malformed_gossip_stream_message_is_refused_and_counted() -> None:
+    def reject(message: Message) -> Message:
+        raise WireError("gossip.pushpull: members must be a list")
+
+    factory, server, transport = serve(reject)
+    server.dataReceived(CODEC.frame("gossip.pushpull", {"members": 7}))
+    (reply,) = replies(transport)
+    assert reply.type == "error" and "members must be a list" in reply.body["message"]
+    assert factory.counters.bad_frames == 1
+    assert transport.disconnecting
