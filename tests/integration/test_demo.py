@@ -50,6 +50,10 @@ def test_demo_starts_the_procfile_peers_and_stops_them(tmp_path: Path) -> None:
                 pass
         assert (tmp_path / "data" / "logs" / "p1.log").exists()
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        if demo.poll() is None:  # a failed assertion: SIGTERM first, so the demo stops its peers
+            demo.send_signal(signal.SIGTERM)
+            try:
+                demo.wait(30)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
