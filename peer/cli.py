@@ -281,26 +281,19 @@ def _cmd_rmdir(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_mv(client: Client, args: argparse.Namespace) -> int:
-    result = tree_progress(
-        client,
-        f"move {args.src}",
-        args.src,
-        args.dst,
-        lambda: client.move(args.src, args.dst, overwrite=args.force),
-    )
-    if args.json:
-        _print_json(result)
-    return EXIT_OK
+TRANSFER_VERBS = {"mv": "move", "cp": "copy"}
 
 
-def _cmd_cp(client: Client, args: argparse.Namespace) -> int:
+def _cmd_transfer(client: Client, args: argparse.Namespace) -> int:
+    """`mv` and `cp`: one request; a large directory shows files arriving (on a terminal)."""
+    verb = TRANSFER_VERBS[args.command]
+    transfer = getattr(client, verb)
     result = tree_progress(
         client,
-        f"copy {args.src}",
+        f"{verb} {args.src}",
         args.src,
         args.dst,
-        lambda: client.copy(args.src, args.dst, overwrite=args.force),
+        lambda: transfer(args.src, args.dst, overwrite=args.force),
     )
     if args.json:
         _print_json(result)
@@ -469,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", type=_remote)
     p.add_argument("-r", dest="recursive", action="store_true", help="with everything in it")
 
-    for name, handler, verb in (("mv", _cmd_mv, "move"), ("cp", _cmd_cp, "copy")):
-        p = command(name, handler, f"{verb} a file or directory", json_out=True)
+    for name, verb in TRANSFER_VERBS.items():
+        p = command(name, _cmd_transfer, f"{verb} a file or directory", json_out=True)
         p.add_argument("src", metavar="SRC", type=_remote)
         p.add_argument("dst", metavar="DST", type=_remote)
         p.add_argument("-f", dest="force", action="store_true", help="overwrite DST if it exists")

@@ -177,25 +177,13 @@ class FileActions(Widget):
         self.app.push_screen(ConfirmScreen(question), answered)
 
     def action_move(self) -> None:
-        selected = self._selected()
-        if selected is None:
-            return
-        path, _ = selected
-
-        def chosen(target: str | None) -> None:
-            if target and target != path:
-                destination = (
-                    target if target.startswith("/") else child_path(self.directory, target)
-                )
-                self.run_action(
-                    f"move {path}",
-                    f"moved {path} to {destination}",
-                    lambda c: c.move(path, destination),
-                )
-
-        self.app.push_screen(PromptScreen(f"Rename or move {path} to", path), chosen)
+        self._transfer("move", "moved", "Rename or move")
 
     def action_copy(self) -> None:
+        self._transfer("copy", "copied", "Copy")
+
+    def _transfer(self, verb: str, done: str, title: str) -> None:
+        """Ask where to, then move or copy the selected entry there (client.move / .copy)."""
         selected = self._selected()
         if selected is None:
             return
@@ -207,12 +195,12 @@ class FileActions(Widget):
                     target if target.startswith("/") else child_path(self.directory, target)
                 )
                 self.run_action(
-                    f"copy {path}",
-                    f"copied {path} to {destination}",
-                    lambda c: c.copy(path, destination),
+                    f"{verb} {path}",
+                    f"{done} {path} to {destination}",
+                    lambda c: getattr(c, verb)(path, destination),
                 )
 
-        self.app.push_screen(PromptScreen(f"Copy {path} to", path), chosen)
+        self.app.push_screen(PromptScreen(f"{title} {path} to", path), chosen)
 
     def action_chmod(self) -> None:
         selected = self._selected()
