@@ -494,12 +494,18 @@ class Membership:
         if previous != ALIVE:
             out.append(MemberChanged(m.info(), previous))
 
+    def _about_me(self, name: str, inc: int) -> bool:
+        """Whether a suspect/dead claim is about this member; if it is current, refute it."""
+        if name != self.name:
+            return False
+        if inc >= self.incarnation and not self._leaving:
+            self.awareness.apply(1)
+            self._refute(inc)
+        return True
+
     def _apply_suspect(self, name: str, inc: int, origin: str, now: float,
                        out: list[Effect]) -> None:
-        if name == self.name:
-            if inc >= self.incarnation and not self._leaving:
-                self.awareness.apply(1)
-                self._refute(inc)
+        if self._about_me(name, inc):
             return
         m = self._members.get(name)
         if m is None or inc < m.incarnation:
@@ -527,10 +533,7 @@ class Membership:
 
     def _apply_dead(self, name: str, inc: int, origin: str, left: bool, now: float,
                     out: list[Effect]) -> None:
-        if name == self.name:
-            if inc >= self.incarnation and not self._leaving:
-                self.awareness.apply(1)
-                self._refute(inc)
+        if self._about_me(name, inc):
             return
         m = self._members.get(name)
         if m is None or inc < m.incarnation:

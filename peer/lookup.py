@@ -102,7 +102,3 @@ class Lookup:
         """The nearest existing directory above `path` and its attributes: the parent when it
         exists (creating in it needs w there), else the ancestor under which parents are made."""
         return self.traversed()[-1]
-
-    def parent_attrs(self) -> Attrs:
-        """Attributes of the parent directory (the nearest existing one if it is missing)."""
-        return self.container()[1]

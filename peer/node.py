@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 HANDOFF_INTERVAL = 1.0
 SCRUB_PAUSE = 10.0
-API_VERSION = 1
 
 
 class Node(service.MultiService):

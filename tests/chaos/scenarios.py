@@ -99,34 +99,31 @@ def kill_during_upload(chaos: Chaos) -> None:
     chaos.faults.restart([victim])
 
 
-def kill_up_to_n_minus_w(chaos: Chaos) -> None:
-    """Kill or freeze up to N-W peers at once (writes must keep succeeding), then recover."""
-    count = chaos.rng.randint(1, N - W)
+def _take_down_together(
+    chaos: Chaos, least: int, most: int, freeze_share: float, hold: tuple[float, float]
+) -> None:
+    """Kill or freeze between `least` and `most` peers at once, hold, then recover them."""
+    count = chaos.rng.randint(least, most)
     victims = chaos.rng.sample(chaos.faults.names, count)
-    frozen = [v for v in victims if chaos.rng.random() < 0.4]
+    frozen = [v for v in victims if chaos.rng.random() < freeze_share]
     killed = [v for v in victims if v not in frozen]
     if frozen:
         chaos.faults.freeze(frozen)
     if killed:
         chaos.faults.kill(killed)
-    _hold(chaos, 0.5, 5.0)
+    _hold(chaos, *hold)
     chaos.faults.thaw(frozen)
     chaos.faults.restart(killed)
+
+
+def kill_up_to_n_minus_w(chaos: Chaos) -> None:
+    """Kill or freeze up to N-W peers at once (writes must keep succeeding), then recover."""
+    _take_down_together(chaos, 1, N - W, 0.4, (0.5, 5.0))
 
 
 def kill_majority(chaos: Chaos) -> None:
     """Kill (or freeze) more than N-W peers at once (writes fail with 503), then recover."""
-    count = chaos.rng.randint(N - W + 1, min(N, len(chaos.faults.names)))
-    victims = chaos.rng.sample(chaos.faults.names, count)
-    frozen = [v for v in victims if chaos.rng.random() < 0.3]
-    killed = [v for v in victims if v not in frozen]
-    if frozen:
-        chaos.faults.freeze(frozen)
-    if killed:
-        chaos.faults.kill(killed)
-    _hold(chaos, 0.5, 3.0)
-    chaos.faults.thaw(frozen)
-    chaos.faults.restart(killed)
+    _take_down_together(chaos, N - W + 1, min(N, len(chaos.faults.names)), 0.3, (0.5, 3.0))
 
 
 def mixed(chaos: Chaos) -> None:
