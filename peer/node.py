@@ -25,6 +25,7 @@ from twisted.web import server
 from gossip.membership import Config as GossipConfig
 from gossip.service import GossipService
 from gossip.wire import Codec, WireError, load_cluster_key
+from peer.allocator import keep_buffers_in_heap
 from peer.antientropy import AntiEntropy
 from peer.auth import Authenticator
 from peer.cluster import ClusterView
@@ -363,6 +364,8 @@ def run_peer(config: PeerConfig) -> int:
         format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not keep_buffers_in_heap(config.block_size):
+        log.info("no mallopt in this C library: block buffers use the default allocator")
     try:
         node = Node(config, reactor)
     except (DataDirLocked, WireError, OSError, ValueError) as e:

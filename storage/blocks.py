@@ -11,12 +11,17 @@ Contract (run against every implementation by tests/unit/test_blocks.py):
 writes ``root/incoming/<temp>``, fsyncs it, renames it into place and fsyncs the fan-out
 directory, so a crash leaves either no block or the whole block under its final name; temp
 files left by a crash are wiped when the store opens. One process owns a root at a time
-(``storage.datadir.DataDir`` holds the lock). All methods are thread-safe.
+(``storage.datadir.DataDir`` holds the lock). All methods are thread-safe. With fsync on,
+block contents are written with direct I/O where the file system allows it.
 """
 
 from __future__ import annotations
 
 import abc
+import errno
+import fcntl
+import logging
+import mmap
 import os
 import re
 import secrets
@@ -32,6 +37,28 @@ from storage.fsutil import sync_dir
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _FANOUT = [f"{i:02x}" for i in range(256)]
+DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
+_staging = threading.local()
+log = logging.getLogger(__name__)
+
+
+def _staging_buffer(size: int) -> mmap.mmap:
+    """This thread's page-aligned buffer of at least `size` bytes, for direct writes."""
+    buffer = getattr(_staging, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _staging.buffer = mmap.mmap(-1, size)
+    return buffer
+
+
+def _set_direct(fd: int, on: bool) -> None:
+    """Switch direct I/O on or off for an open file (EINVAL where the file system has none)."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 class BlockError(Exception):
@@ -231,6 +258,7 @@ class DiskBlockStore(BlockStore):
         """Create the layout if needed and wipe ``incoming/``; ``fsync=False`` is for tests."""
         self.root = Path(root)
         self._fsync = fsync
+        self._direct = fsync  # direct I/O only pays when every block is flushed
         self._incoming = self.root / "incoming"
         self._quarantine = self.root / "quarantine"
         # Guards the check-then-rename of put, delete, quarantine and the counters below.
@@ -289,9 +317,7 @@ class DiskBlockStore(BlockStore):
         temp = self._incoming / f"{hash}.{secrets.token_hex(8)}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         try:
-            view = memoryview(data).cast("B")
-            while view:
-                view = view[os.write(fd, view) :]
+            self._write_contents(fd, memoryview(data).cast("B"))
             if self._fsync:
                 os.fdatasync(fd)
         except BaseException:
@@ -300,6 +326,30 @@ class DiskBlockStore(BlockStore):
             raise
         os.close(fd)
         return temp
+
+    def _write_contents(self, fd: int, data: memoryview) -> None:
+        """Write the block-aligned bulk of ``data`` with direct I/O, the rest through the page
+        cache. A durable block is flushed at once anyway, and on this kind of VM a page-cache
+        write costs 1.3-4 ms of CPU per MiB against ~1 ms direct (profiled), which three
+        replicas sharing two cores feel on every upload."""
+        aligned = len(data) - len(data) % DIRECT_ALIGN if self._direct else 0
+        if aligned:
+            try:
+                _set_direct(fd, True)
+                staging = _staging_buffer(aligned)
+                staging[:aligned] = data[:aligned]
+                with memoryview(staging) as view:
+                    _write_all(fd, view[:aligned])
+                _set_direct(fd, False)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                log.info("no direct I/O under %s (%s); using the page cache", self.root, e)
+                self._direct = False
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                aligned = 0
+        _write_all(fd, data[aligned:])
 
     def get(self, hash: str) -> bytes:
         """See BlockStore.get."""

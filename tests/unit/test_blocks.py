@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -292,3 +293,50 @@ def test_touch_and_last_used(store: BlockStore) -> None:
     assert store.get(stored) == b"used"
     store.delete(stored)
     assert store.last_used(stored) is None
+
+
+# --- direct I/O ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 4097, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 5])
+def test_disk_durable_puts_keep_every_byte(tmp_path: Path, size: int) -> None:
+    """Direct writes cover the block-aligned bulk and buffered ones the tail; both land."""
+    store = DiskBlockStore(tmp_path / "blocks")
+    data = os.urandom(size)
+    stored = store.put(data)
+    assert (store.root / stored[:2] / stored).read_bytes() == data
+    assert DiskBlockStore(tmp_path / "blocks").get(stored) == data
+
+
+def test_disk_without_direct_io_falls_back_to_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusals = []
+
+    def no_direct_io(fd: int, on: bool) -> None:
+        if on:
+            refusals.append(fd)
+            raise OSError(errno.EINVAL, "direct I/O not supported")
+
+    monkeypatch.setattr("storage.blocks._set_direct", no_direct_io)
+    store = DiskBlockStore(tmp_path / "blocks")
+    first, second = os.urandom(3 * 4096 + 7), os.urandom(1 << 20)
+    assert store.get(store.put(first)) == first
+    assert store.get(store.put(second)) == second
+    assert len(refusals) == 1  # the store stops asking after the first refusal
+    assert os.listdir(store.root / "incoming") == []
+
+
+def test_disk_write_errors_other_than_no_direct_io_fail_the_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(fd: int, data: memoryview) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("storage.blocks._write_all", disk_full)
+    store = DiskBlockStore(tmp_path / "blocks")
+    data = os.urandom(8192)
+    with pytest.raises(OSError, match="No space"):
+        store.put(data)
+    assert not store.has(block_hash(data))
+    assert os.listdir(store.root / "incoming") == []

@@ -1,0 +1,27 @@
+"""The allocator tuning a peer applies at start."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from peer.allocator import keep_buffers_in_heap
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is a glibc interface")
+def test_glibc_takes_the_thresholds() -> None:
+    # In a child process, so the test run's own allocator is left as it was.
+    code = "from peer.allocator import keep_buffers_in_heap as k; print(k(1 << 20))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_a_c_library_without_mallopt_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_library(name: object) -> object:
+        raise OSError("no C library here")
+
+    monkeypatch.setattr("peer.allocator.ctypes.CDLL", no_library)
+    assert keep_buffers_in_heap(1 << 20) is False
