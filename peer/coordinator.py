@@ -19,12 +19,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import blake3
 from twisted.internet import defer
 
 from gossip.wire import Message, WireError
+from peer.body import BodyReader, PrefixedBody
 from peer.cluster import ClusterView
 from peer.errors import (
     BadRequest,
@@ -382,7 +383,7 @@ class Coordinator:
             tried.append(f"{self.cluster.name_of(node)}: returned bytes that failed verification")
         raise Unavailable(f"block {block.hash} is on no reachable peer ({'; '.join(tried)})")
 
-    async def _write_blocks(self, body: BinaryIO, w: int) -> tuple[list[Block], str, int]:
+    async def _write_blocks(self, body: BodyReader, w: int) -> tuple[list[Block], str, int]:
         """Split `body` into blocks and store each; returns the blocks, the file hash, the size."""
         window = defer.DeferredSemaphore(BLOCK_WINDOW)
         file_hash = blake3.blake3()
@@ -395,7 +396,7 @@ class Coordinator:
             if failures:
                 window.release()
                 break
-            chunk = body.read(self.settings.block_size)
+            chunk = await body.read(self.settings.block_size)
             if not chunk:
                 window.release()
                 break
@@ -417,7 +418,7 @@ class Coordinator:
     async def put_file(
         self,
         path: str,
-        body: BinaryIO,
+        body: BodyReader,
         *,
         mode: int | None = None,
         context: VectorClock | None = None,
@@ -456,14 +457,14 @@ class Coordinator:
             attrs = new_attrs(identity, container_attrs, FILE_MODE if mode is None else mode)
             dir_attrs = new_attrs(identity, container_attrs, DIRECTORY_MODE)
             groups += self.directory_writes(found.ancestors, found.missing(), dir_attrs, now)
-        head = body.read(INLINE_MAX + 1)
+        head = await body.read(INLINE_MAX + 1)
         if len(head) <= INLINE_MAX:
             inline: bytes | None = head
             blocks: list[Block] = []
             file_hash, size = blake3.blake3(head).hexdigest(), len(head)
         else:
             inline = None
-            blocks, file_hash, size = await self._write_blocks(_Prepend(head, body), w)
+            blocks, file_hash, size = await self._write_blocks(PrefixedBody(head, body), w)
         base = context if context is not None else context_of(current)
         clock = self.next_clock(base, current)
         manifest = Manifest(
@@ -737,20 +738,3 @@ def listing_entry(key: str, siblings: list[Sibling]) -> dict[str, Any] | None:
     if len(merged.heads) > 1 or (dirs and files):
         entry["conflict"] = True
     return entry
-
-
-class _Prepend:
-    """A readable body with `head` (already read) put back in front of it."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = head
-        self._rest = rest
-
-    def read(self, size: int) -> bytes:
-        if not self._head:
-            return self._rest.read(size)
-        chunk = self._head[:size]
-        self._head = self._head[size:]
-        if len(chunk) < size:
-            chunk += self._rest.read(size - len(chunk))
-        return chunk

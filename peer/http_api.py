@@ -20,6 +20,7 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from peer.auth import Authenticator
+from peer.body import BodyLost, BodyReader, FileBody, IncomingBody
 from peer.coordinator import Coordinator
 from peer.errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound
 from peer.namespace import Namespace
@@ -32,6 +33,32 @@ log = logging.getLogger(__name__)
 Route = Callable[[server.Request, str, Identity], Awaitable[Any]]
 MAX_JSON_BODY = 64 * 1024
 OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
+STREAMED_UPLOADS = b"/v1/files/"
+UPLOAD_BUFFER = 4 * 1024 * 1024  # unread upload bytes a peer holds before pausing the client
+
+
+class StreamingRequest(server.Request):
+    """A request whose file upload (PUT /v1/files/...) is routed as soon as its headers are in,
+    its body handed to the coordinator as it arrives (`peer.body.IncomingBody`) instead of
+    spooled to a temp file first: upload and replication overlap, and no byte of it is
+    written to this peer's disk twice. Every other request is twisted.web's usual one.
+    """
+
+    body: IncomingBody | None = None
+
+    def gotLength(self, length: int | None) -> None:
+        channel = self.channel  # the request line is known here only to the channel
+        if channel._command == b"PUT" and channel._path.startswith(STREAMED_UPLOADS):
+            self.body = self.content = IncomingBody(self.transport, UPLOAD_BUFFER)
+            super().requestReceived(channel._command, channel._path, channel._version)
+        else:
+            super().gotLength(length)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.body is None:
+            super().requestReceived(command, path, version)
+        else:
+            self.body.finish()
 
 
 @implementer(IPushProducer)
@@ -124,13 +151,18 @@ class ApiResource(resource.Resource):
             result = await route(request, rest, identity)
             if result is not None:
                 status, body = result
+                await _body_received(request)
                 _send_json(request, status, body)
         except ApiError as e:
             if e.status == 401:
                 request.setHeader("www-authenticate", 'Bearer realm="quorumfs"')
+            await _body_received(request)
             _send_json(request, e.status, e.to_json())
+        except BodyLost as e:
+            log.info("%s %s abandoned: %s", request.method.decode(), request.path.decode(), e)
         except Exception:
             log.exception("request %s %s failed", request.method, request.path)
+            await _body_received(request)
             _send_json(
                 request, 500, {"error": "internal", "detail": "the peer failed; see its log"}
             )
@@ -149,10 +181,9 @@ class ApiResource(resource.Resource):
             raise BadRequest(f"X-Qfs-Version: {e}") from None
         mode_text = _arg(request, "mode")
         mode = parse_mode(mode_text) if mode_text is not None else None
-        request.content.seek(0)
         result = await self.coordinator.put_file(
             path,
-            request.content,
+            _upload_body(request),
             mode=mode,
             context=context,
             w=_int_arg(request, "w"),
@@ -381,6 +412,24 @@ def _json_path(value: Any, name: str) -> str:
         return normalize(value)
     except PathError as e:
         raise BadRequest(f"bad path in {name}: {e}") from None
+
+
+def _upload_body(request: server.Request) -> BodyReader:
+    """The body of a file upload: as it arrives, or (a request built elsewhere) spooled."""
+    body = getattr(request, "body", None)
+    if body is not None:
+        return body
+    request.content.seek(0)
+    return FileBody(request.content)
+
+
+async def _body_received(request: server.Request) -> None:
+    """Before answering an upload, drop the rest of its body and wait for its end: twisted's
+    channel can only answer a request whose body it has read."""
+    body = getattr(request, "body", None)
+    if body is not None:
+        body.discard()
+        await body.settled()
 
 
 def _send_json(request: server.Request, status: int, body: Any) -> None:

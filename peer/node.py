@@ -33,7 +33,7 @@ from peer.collector import GarbageCollector
 from peer.config import PeerConfig
 from peer.coordinator import Coordinator, QuorumSettings
 from peer.handoff import HintedHandoff
-from peer.http_api import ApiResource
+from peer.http_api import ApiResource, StreamingRequest
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
 from peer.scrubber import Scrubber
@@ -120,7 +120,7 @@ class Node(service.MultiService):
         self.api = ApiResource(
             self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
         )
-        self.site = server.Site(self.api)
+        self.site = server.Site(self.api, requestFactory=StreamingRequest)
         self.site.displayTracebacks = False
 
         internet.TCPServer(config.port, self.rpc, interface=config.bind).setServiceParent(self)

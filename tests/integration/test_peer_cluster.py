@@ -8,12 +8,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import blake3
 import httpx
 import pytest
 
@@ -98,6 +100,44 @@ def test_a_200_mib_file_streams_through(cluster, tmp_path: Path) -> None:
         info = client.get("/big", Sink())
     assert info.size == size
     assert received.hexdigest() == digest.hexdigest()
+
+
+def stored_blocks(cluster: LocalCluster, name: str) -> set[str]:
+    """The block files in peer `name`'s data directory (read while it runs)."""
+    blocks = cluster.root / name / "blocks"
+    return {p.name for p in blocks.glob("??/*") if len(p.name) == 64}
+
+
+def test_an_upload_is_replicated_while_it_arrives(cluster) -> None:
+    """The first blocks of an upload reach the other peers before its last byte is sent, and
+    an upload whose client goes away leaves no file behind."""
+    port = int(cluster.peer("p1").http_url.rsplit(":", 1)[1])
+    block = 1024 * 1024
+    data = os.urandom(8 * block)
+    head = b"PUT /v1/files/streamed HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    before = stored_blocks(cluster, "p2")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head % len(data) + data[: 3 * block])
+        wait_for(lambda: len(stored_blocks(cluster, "p2") - before) >= 2, 20, "early blocks")
+        sock.sendall(data[3 * block :])
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+    with cluster.client("p3") as client:
+        assert client.get_bytes("/streamed") == data
+
+    other = os.urandom(8 * block)
+    first_two = {blake3.blake3(other[i * block : (i + 1) * block]).hexdigest() for i in (0, 1)}
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.replace(b"streamed", b"abandoned") % len(other) + other[: 3 * block])
+        wait_for(lambda: first_two <= stored_blocks(cluster, "p2"), 20, "the first blocks")
+    with cluster.client("p1") as client:
+        with pytest.raises(QfsError) as missing:
+            client.get_bytes("/abandoned")
+        assert missing.value.status == 404
+        client.put("/after", b"still serving")
+        assert client.get_bytes("/after") == b"still serving"
 
 
 def test_quorum_with_peers_killed(cluster) -> None:

@@ -11,6 +11,7 @@ import pytest
 from twisted.internet import defer
 
 from peer.antientropy import AntiEntropy, placement_of
+from peer.body import FileBody
 from peer.collector import GarbageCollector
 from peer.coordinator import Coordinator
 from peer.digest import BUCKETS, DigestTree, record_digest
@@ -37,7 +38,7 @@ def with_jobs(network, coordinators: dict[str, Coordinator]) -> dict[str, AntiEn
 
 
 def put(coordinator: Coordinator, path: str, data: bytes) -> None:
-    run(coordinator.put_file(path, io.BytesIO(data)))
+    run(coordinator.put_file(path, FileBody(io.BytesIO(data))))
 
 
 def holders_of_record(network, key: str) -> list[str]:

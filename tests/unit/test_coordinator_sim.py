@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from peer.body import FileBody
 from peer.coordinator import Coordinator
 from peer.errors import ConflictingVersions, NotFound, Unavailable
 from peer.handoff import HintedHandoff
@@ -23,7 +24,7 @@ def cluster(tmp_path: Path):
 
 
 def put(coordinator: Coordinator, path: str, data: bytes, **kw) -> dict:
-    return run(coordinator.put_file(path, io.BytesIO(data), **kw))
+    return run(coordinator.put_file(path, FileBody(io.BytesIO(data)), **kw))
 
 
 def get(coordinator: Coordinator, path: str, version: str | None = None, r=None) -> bytes:
