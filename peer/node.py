@@ -34,6 +34,7 @@ from peer.config import PeerConfig
 from peer.coordinator import Coordinator, QuorumSettings
 from peer.handoff import HintedHandoff
 from peer.http_api import ApiResource, StreamingRequest
+from peer.record_writer import RecordWriter
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
 from peer.scrubber import Scrubber
@@ -60,7 +61,10 @@ class Node(service.MultiService):
         def run_in_thread(f: Any, *args: Any) -> defer.Deferred[Any]:
             return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-        self.replica = Replica(self.datadir.blocks, self.datadir.records, run_in_thread)
+        self.record_writer = RecordWriter(self.datadir.records, reactor.callFromThread)
+        self.replica = Replica(
+            self.datadir.blocks, self.datadir.records, run_in_thread, self.record_writer.put_many
+        )
         self.gossip = GossipService(
             config.name,
             self.node_id,
@@ -236,6 +240,7 @@ class Node(service.MultiService):
         finally:
             for client in self._clients.values():
                 client.close()
+            self.record_writer.stop()
             self.datadir.close()
 
 

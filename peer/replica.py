@@ -8,7 +8,7 @@ into one transaction (group commit), and none is acknowledged before its batch i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -22,6 +22,7 @@ from storage.vclock import VectorClock
 log = logging.getLogger(__name__)
 
 RunInThread = Callable[..., "defer.Deferred[Any]"]
+PutRecords = Callable[[list[tuple[str, Sibling]]], Awaitable[Any]]
 HINT_PREFIX = "h:"
 BLOCK_HINT = "b:"
 HINT_CLOCK = VectorClock({"hint": 1})
@@ -69,11 +70,18 @@ class Replica:
     """RPC handlers over one peer's block store and record store."""
 
     def __init__(
-        self, blocks: BlockStore, records: RecordStore, run_in_thread: RunInThread
+        self,
+        blocks: BlockStore,
+        records: RecordStore,
+        run_in_thread: RunInThread,
+        put_records: PutRecords | None = None,
     ) -> None:
+        """`put_records` commits record writes off the reactor (a `RecordWriter` in a peer);
+        by default they go to `run_in_thread`."""
         self.blocks = blocks
         self.records = records
         self._run = run_in_thread
+        self._put_records = put_records or (lambda items: run_in_thread(records.put_many, items))
 
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler, for the RPC server."""
@@ -110,9 +118,7 @@ class Replica:
         except ValueError as e:
             raise RpcError("bad_request", str(e)) from None
         if hint_for is not None:
-            await self._run(
-                self.records.put_many, [(hint_key(hint_for, BLOCK_HINT + block), _hint())]
-            )
+            await self._put_records([(hint_key(hint_for, BLOCK_HINT + block), _hint())])
         return {}
 
     async def block_get(self, message: Message) -> dict[str, Any]:
@@ -156,7 +162,7 @@ class Replica:
             items.append((key, sibling))
             if hint_for is not None:
                 items.append((hint_key(hint_for, key), _hint()))
-        await self._run(self.records.put_many, items)
+        await self._put_records(items)
         return {}
 
     async def record_range(self, message: Message) -> dict[str, Any]:

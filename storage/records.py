@@ -126,10 +126,7 @@ class RecordStore:
     def put_many(self, items: Iterable[tuple[str, Sibling]]) -> list[list[Sibling]]:
         """Apply several puts atomically in one transaction; one result per item, in order."""
         request = _Request(list(items))
-        for key, sibling in request.items:
-            _check_key(key)
-            if not isinstance(sibling, Sibling):
-                raise TypeError(f"expected a Sibling for {key!r}, got {type(sibling).__name__}")
+        _check_items(request.items)
         if not request.items:
             return []
         with self._queue_lock:
@@ -142,6 +139,32 @@ class RecordStore:
         if request.error is not None:
             raise request.error
         return request.results
+
+    def put_groups(
+        self, groups: list[list[tuple[str, Sibling]]]
+    ) -> list[list[list[Sibling]] | Exception]:
+        """Several callers' ``put_many`` in one transaction and one fsync. Each group is applied
+        atomically or not at all; the outcome of each is its results or the error that
+        failed it (the other groups are unaffected)."""
+        requests = [_Request(list(items)) for items in groups]
+        valid = []
+        for request in requests:
+            try:
+                _check_items(request.items)
+            except (TypeError, ValueError) as exc:
+                request.error = exc
+            else:
+                valid.append(request)
+        if valid:
+            with self._lock:
+                self._commit(valid)
+        outcomes: list[list[list[Sibling]] | Exception] = []
+        for request in requests:
+            error = request.error
+            if error is not None and not isinstance(error, Exception):
+                raise error
+            outcomes.append(request.results if error is None else error)
+        return outcomes
 
     def _commit(self, batch: list[_Request]) -> None:
         """Apply queued requests in one transaction (caller holds the lock)."""
@@ -256,6 +279,13 @@ class RecordStore:
                 if connection is not None:
                     connection.close()
             self._db = self._reader = None
+
+
+def _check_items(items: list[tuple[str, Sibling]]) -> None:
+    for key, sibling in items:
+        _check_key(key)
+        if not isinstance(sibling, Sibling):
+            raise TypeError(f"expected a Sibling for {key!r}, got {type(sibling).__name__}")
 
 
 def _check_key(key: object) -> None:

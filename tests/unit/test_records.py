@@ -129,6 +129,27 @@ def test_put_many_is_atomic(store: RecordStore, db_path: Path) -> None:
     assert store.count() == 1
 
 
+def test_put_groups_keeps_each_group_atomic_and_apart(store: RecordStore, db_path: Path) -> None:
+    raw_write(db_path, "bad", b"\xff\xff")
+    s1, s2 = Sibling(vc(a=1), b"1"), Sibling(vc(a=2), b"2")
+    outcomes = store.put_groups(
+        [
+            [("one", s1), ("two", s1)],
+            [("three", s1), ("bad", s1)],  # fails on the corrupt row: none of it lands
+            [("x", "not a sibling")],  # type: ignore[list-item]
+            [],
+            [("one", s2)],
+        ]
+    )
+    assert outcomes[0] == [[s1], [s1]]
+    assert isinstance(outcomes[1], RecordCorrupt)
+    assert isinstance(outcomes[2], TypeError)
+    assert outcomes[3] == []
+    assert outcomes[4] == [[s2]]
+    assert store.get("three") == [] and store.get("x") == []
+    assert (store.get("one"), store.get("two")) == ([s2], [s1])
+
+
 def test_concurrent_puts_from_threads(store: RecordStore) -> None:
     errors: list[BaseException] = []
 
