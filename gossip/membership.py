@@ -205,9 +205,11 @@ class Membership:
         config: Config | None = None,
     ) -> None:
         self.name = check_name(name)
-        self.meta = meta
         self.config = config or Config()
-        self.incarnation = 0
+        self._meta = meta
+        self._incarnation = 0
+        self._leaving = False
+        self._version = 0  # see ``version``
         self.awareness = Awareness(self.config.awareness_max_multiplier)
         self._codec = codec
         self._rng = rng
@@ -223,7 +225,6 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._seq = rng.randrange(_MAX_SEQ)
         self._queue = BroadcastQueue()
-        self._leaving = False
         c = self.config
         self._next_probe = now + rng.random() * c.probe_interval
         self._next_gossip = now + rng.random() * c.gossip_interval
@@ -234,10 +235,30 @@ class Membership:
 
     # ---- queries -----------------------------------------------------------------------
 
+    @property
+    def meta(self) -> Meta:
+        """Our own metadata (fixed for the life of this member)."""
+        return self._meta
+
+    @property
+    def incarnation(self) -> int:
+        """Our own incarnation."""
+        return self._incarnation
+
+    @property
+    def version(self) -> int:
+        """A number that grows whenever ``members()`` reports something new.
+
+        Every change of a member's presence, state, incarnation or metadata (ours included)
+        raises it; ``last_heard`` alone does not, as it changes with every message.
+        """
+        return self._version
+
     def members(self) -> list[MemberInfo]:
         """Every known member, ourselves first, then by name."""
-        me = MemberInfo(self.name, self.meta.node_id, LEFT if self._leaving else ALIVE,
-                        self.incarnation, self.meta.addr, self.meta.http, self.meta.version, None)
+        m = self._meta
+        me = MemberInfo(self.name, m.node_id, LEFT if self._leaving else ALIVE,
+                        self._incarnation, m.addr, m.http, m.version, None)
         return [me, *(self._members[n].info() for n in sorted(self._members))]
 
     def member(self, name: str) -> MemberInfo | None:
@@ -347,10 +368,9 @@ class Membership:
         """Start a graceful leave: announce it at once; stop probing. Idempotent."""
         if self._leaving:
             return []
-        self._leaving = True
         self._probe = None
-        self.incarnation += 1
-        self._enqueue(self.name, left_update(self.name, self.incarnation))
+        self._update_self(self._incarnation + 1, leaving=True)
+        self._enqueue(self.name, left_update(self.name, self._incarnation))
         out: list[Effect] = [MemberChanged(self.members()[0], ALIVE)]
         self._gossip(now, out)
         return out
@@ -474,7 +494,7 @@ class Membership:
                      out: list[Effect]) -> None:
         if name == self.name:
             # Someone knows us by a later incarnation (e.g. from before a restart): go past it.
-            if inc > self.incarnation and not self._leaving:
+            if inc > self._incarnation and not self._leaving:
                 self._refute(inc)
             return
         m = self._members.get(name)
@@ -487,9 +507,7 @@ class Membership:
         if inc <= m.incarnation:
             return
         previous = m.state
-        m.incarnation = inc
-        m.meta = meta
-        self._set_state(m, ALIVE, now)
+        self._change(m, ALIVE, inc, now, meta)
         self._enqueue(name, alive_update(name, inc, meta))
         if previous != ALIVE:
             out.append(MemberChanged(m.info(), previous))
@@ -498,7 +516,7 @@ class Membership:
         """Whether a suspect/dead claim is about this member; if it is current, refute it."""
         if name != self.name:
             return False
-        if inc >= self.incarnation and not self._leaving:
+        if inc >= self._incarnation and not self._leaving:
             self.awareness.apply(1)
             self._refute(inc)
         return True
@@ -518,8 +536,7 @@ class Membership:
                     self._enqueue(name, suspect_update(name, inc, origin))
                 return
         previous = m.state
-        m.incarnation = inc
-        self._set_state(m, SUSPECT, now)
+        self._change(m, SUSPECT, inc, now)
         c = self.config
         n = self.cluster_size
         k = int(c.suspicion_mult) - 2
@@ -541,19 +558,28 @@ class Membership:
         if inc == m.incarnation and m.state in _GONE:
             return
         previous = m.state
-        m.incarnation = inc
-        self._set_state(m, LEFT if left else DEAD, now)
+        self._change(m, LEFT if left else DEAD, inc, now)
         self._enqueue(name, left_update(name, inc) if left else dead_update(name, inc, origin))
         if m.state != previous:
             out.append(MemberChanged(m.info(), previous))
 
     def _refute(self, claimed: int) -> None:
-        self.incarnation = claimed + 1
-        self._enqueue(self.name, alive_update(self.name, self.incarnation, self.meta))
+        self._update_self(claimed + 1, leaving=self._leaving)
+        self._enqueue(self.name, alive_update(self.name, self._incarnation, self._meta))
 
     # ---- member bookkeeping ------------------------------------------------------------
+    #
+    # What ``members()`` reports changes only in ``_update_self``, ``_add``, ``_change`` and
+    # ``_remove`` (``last_heard`` aside), and each of them raises ``_version``.
+
+    def _update_self(self, incarnation: int, *, leaving: bool) -> None:
+        """Change what ``members()`` reports about ourselves."""
+        self._incarnation = incarnation
+        self._leaving = leaving
+        self._version += 1
 
     def _add(self, m: _Member) -> None:
+        self._version += 1
         self._members[m.name] = m
         self._slot[m.name] = len(self._names)
         self._names.append(m.name)
@@ -564,7 +590,13 @@ class Membership:
         if self._probe_pos < len(order):
             order.insert(self._rng.randint(self._probe_pos, len(order)), m.name)
 
-    def _set_state(self, m: _Member, state: str, now: float) -> None:
+    def _change(self, m: _Member, state: str, incarnation: int, now: float,
+                meta: Meta | None = None) -> None:
+        """Move ``m`` to ``state`` at ``incarnation`` (with new ``meta``, if given)."""
+        self._version += 1
+        m.incarnation = incarnation
+        if meta is not None:
+            m.meta = meta
         was_live = m.state in _LIVE
         is_live = state in _LIVE
         self._live += is_live - was_live
@@ -583,14 +615,19 @@ class Membership:
     def _reap(self, now: float) -> None:
         horizon = now - self.config.reap_after
         for name in [n for n in self._gone if self._members[n].since <= horizon]:
-            self._gone.discard(name)
-            del self._members[name]
-            self._queue.discard(name)
-            i = self._slot.pop(name)
-            last = self._names.pop()
-            if last != name:
-                self._names[i] = last
-                self._slot[last] = i
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        """Forget a dead or left member entirely."""
+        self._version += 1
+        self._gone.discard(name)
+        del self._members[name]
+        self._queue.discard(name)
+        i = self._slot.pop(name)
+        last = self._names.pop()
+        if last != name:
+            self._names[i] = last
+            self._slot[last] = i
 
     def _random_members(self, k: int, now: float, exclude: str = "",
                         dead_too: bool = False) -> list[_Member]:
@@ -670,7 +707,7 @@ class Membership:
             out.append(PushPull(m.meta.addr, m.name))
 
     def _records(self) -> list[list[Any]]:
-        recs = [record(self.name, LEFT if self._leaving else ALIVE, self.incarnation, self.meta)]
+        recs = [record(self.name, LEFT if self._leaving else ALIVE, self._incarnation, self._meta)]
         recs.extend(record(m.name, m.state, m.incarnation, m.meta)
                     for m in self._members.values())
         return recs

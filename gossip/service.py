@@ -85,6 +85,7 @@ class GossipService(Service):
         self._stream_timeout = stream_timeout
         self._leave_timeout = leave_timeout
         self._core: Membership | None = None
+        self._version_base = 0  # keeps members_version growing across restarts
         self._udp: IListeningPort | None = None
         self._timer: IDelayedCall | None = None
         self._join_timer: IDelayedCall | None = None
@@ -102,6 +103,7 @@ class GossipService(Service):
             maxPacketSize=MAX_DATAGRAM * 2)
         self.port = self._udp.getHost().port
         meta = Meta(self.node_id, (self.host, self.port), self.http, PROTOCOL_VERSION)
+        self._version_base = self.members_version() + 1
         self._core = Membership(self.name, meta, codec=self.codec, rng=self._rng,
                                 now=self._reactor.seconds(), config=self.config)
         self._run(self._core.start())
@@ -147,6 +149,14 @@ class GossipService(Service):
     def members(self) -> list[MemberInfo]:
         """Every known member, ourselves first (empty before start)."""
         return self._core.members() if self._core is not None else []
+
+    def members_version(self) -> int:
+        """A number that grows whenever ``members()`` reports something new (``last_heard`` aside).
+
+        It also grows when the service (re)starts with a new membership core.
+        """
+        core = self._core
+        return self._version_base + core.version if core is not None else 0
 
     def subscribe(self, callback: Callable[[MemberChanged], None]) -> Callable[[], None]:
         """Call ``callback`` on every membership event; returns a function that unsubscribes."""

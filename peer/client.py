@@ -142,6 +142,16 @@ def _remaining_size(source: BinaryIO | bytes) -> int | None:
     return end - here
 
 
+def _body(
+    source: BinaryIO | bytes, total: int | None, progress: ProgressFn | None
+) -> bytes | Iterator[bytes]:
+    """What httpx sends: up to a chunk of bytes as they are (one write with the headers),
+    anything larger, read from a file or watched by ``progress`` in chunks."""
+    if isinstance(source, bytes | bytearray) and len(source) <= CHUNK_SIZE and progress is None:
+        return bytes(source)
+    return _chunks(source, total, progress)
+
+
 def _chunks(
     source: BinaryIO | bytes, total: int | None, progress: ProgressFn | None
 ) -> Iterator[bytes]:
@@ -278,7 +288,7 @@ class Client:
             _route("/v1/files", remote),
             params=params,
             headers=headers,
-            content=_chunks(source, total, progress),
+            content=_body(source, total, progress),
         )
         return _json(response)
 

@@ -9,7 +9,8 @@ fills (re-replication).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
 from gossip.membership import MemberInfo
 from peer.ring import HashRing
@@ -18,7 +19,13 @@ UP_STATES = frozenset({"alive", "suspect"})
 
 
 class ClusterView:
-    """Peers by id and a ring rebuilt only when the set of ring members changes."""
+    """Peers by id and a ring rebuilt only when the set of ring members changes.
+
+    ``version``, when given, must return a number that changes whenever ``source`` would
+    report something new other than ``last_heard``; the peers and the ring are then computed
+    again only when it changes (or a dead peer's time on the ring runs out). Without it, every
+    call reads ``source``.
+    """
 
     def __init__(
         self,
@@ -26,34 +33,57 @@ class ClusterView:
         source: Callable[[], list[MemberInfo]],
         clock: Callable[[], float] = lambda: 0.0,
         dead_after: float = float("inf"),
+        version: Callable[[], int] | None = None,
     ) -> None:
         self.self_id = self_id
         self._source = source
         self._clock = clock
         self._dead_after = dead_after
+        self._version = version
         self._dead_since: dict[str, float] = {}
+        self._peers: dict[str, MemberInfo] = {}
+        self._peers_version: int | None = None  # the version `_peers` was read at
         self._ring = HashRing([self_id])
+        self._ring_version: int | None = None  # the version `_ring` was computed at
+        self._ring_until = -math.inf  # when a dead peer on `_ring` is due to leave it
 
-    def peers(self) -> dict[str, MemberInfo]:
-        """Every known peer (this one included), by node id."""
-        return {peer.node_id: peer for peer in self._source()}
+    def peers(self) -> Mapping[str, MemberInfo]:
+        """Every known peer (this one included), by node id.
+
+        With a ``version`` source this is one shared mapping while the version stays the
+        same: do not change it, and do not rely on its ``last_heard`` values.
+        """
+        if self._version is None:
+            return {peer.node_id: peer for peer in self._source()}
+        version = self._version()  # read first: a change after it is seen on the next call
+        if version != self._peers_version:
+            self._peers = {peer.node_id: peer for peer in self._source()}
+            self._peers_version = version
+        return self._peers
 
     def ring(self) -> HashRing:
         """The ring over every peer that has not left and has not been dead for too long."""
-        members = frozenset(node for node, peer in self.peers().items() if self._on_ring(peer)) | {
-            self.self_id
-        }
+        version = self._version() if self._version is not None else None
+        now = self._clock()
+        if version is not None and version == self._ring_version and now < self._ring_until:
+            return self._ring
+        members = {self.self_id}
+        until = math.inf
+        for node, peer in self.peers().items():
+            if peer.state != "dead":
+                self._dead_since.pop(node, None)
+                if peer.state != "left":
+                    members.add(node)
+                continue
+            # Dead since we first saw it dead (gossip may tell us about a peer we never heard).
+            leaves_at = self._dead_since.setdefault(node, now) + self._dead_after
+            if now < leaves_at:
+                members.add(node)
+                until = min(until, leaves_at)
         if members != self._ring.members:
             self._ring = HashRing(members)
+        self._ring_version, self._ring_until = version, until
         return self._ring
-
-    def _on_ring(self, peer: MemberInfo) -> bool:
-        if peer.state != "dead":
-            self._dead_since.pop(peer.node_id, None)
-            return peer.state != "left"
-        # Dead since we first saw it dead (gossip may tell us about a peer we never heard).
-        since = self._dead_since.setdefault(peer.node_id, self._clock())
-        return self._clock() - since < self._dead_after
 
     def is_up(self, node_id: str) -> bool:
         """Whether `node_id` is alive or suspect (this peer always is)."""

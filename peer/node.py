@@ -81,7 +81,11 @@ class Node(service.MultiService):
             ),
         )
         self.cluster = ClusterView(
-            self.node_id, self.gossip.members, reactor.seconds, config.dead_after
+            self.node_id,
+            self.gossip.members,
+            reactor.seconds,
+            config.dead_after,
+            version=self.gossip.members_version,
         )
         self._clients: dict[str, RpcClient] = {}
         self.coordinator = Coordinator(

@@ -254,3 +254,80 @@ def test_broadcasts_go_least_sent_first_within_budget() -> None:
     assert q.take(100, 3) == ([["a2"], ["b"]], 20)
     assert q.take(100, 3) == ([["a2"]], 10)  # b reached the limit of 3
     assert len(q) == 0
+
+
+def test_version_changes_with_everything_members_reports() -> None:
+    a = make("a", config=Config(reap_after=10))
+    versions = [a.version]
+
+    def changed() -> bool:
+        versions.append(a.version)
+        return versions[-1] > versions[-2]
+
+    def feed(*updates: list) -> None:
+        a.handle(Message(GOSSIP, {"from": "c", "u": list(updates)}), ("h", 1), 1.0)
+
+    a.bootstrap([("c", Meta("id-c", ("h", 3), ("h", 4), 1))], 0.0)
+    assert changed()  # c known
+    feed(["a", "b", 1, "id-b", "h", 1, "h", 2, 1])
+    assert changed() and a.member("b").state == ALIVE  # type: ignore[union-attr]
+    feed(["s", "b", 1, "c"])
+    assert changed() and a.member("b").state == SUSPECT  # type: ignore[union-attr]
+    feed(["s", "b", 1, "d"])  # a confirmation changes nothing members() reports
+    feed(["s", "b", 0, "c"])  # nor does old news
+    assert not changed()
+    feed(["a", "b", 2, "id-b", "h", 1, "h", 2, 1])
+    assert changed() and a.member("b").incarnation == 2  # type: ignore[union-attr]
+    feed(["a", "b", 3, "id-b", "h", 1, "h", 5, 1])  # alive again, with a new HTTP address
+    assert changed() and a.member("b").http == ("h", 5)  # type: ignore[union-attr]
+    feed(["d", "b", 3, "c"])
+    assert changed() and a.member("b").state == DEAD  # type: ignore[union-attr]
+    feed(["s", "a", 0, "c"])  # refuted: our incarnation goes up
+    assert changed() and a.members()[0].incarnation == 1
+    a.tick(100.0)
+    assert changed() and a.member("b") is None  # reaped
+    a.leave(101.0)
+    assert changed() and a.members()[0].state == LEFT
+
+
+def test_version_ignores_last_heard() -> None:
+    a = make("a")
+    a.handle(Message(GOSSIP, {"from": "c", "u": [["a", "b", 1, "id-b", "h", 1, "h", 2, 1]]}),
+             ("h", 1), 1.0)
+    version = a.version
+    a.handle(Message(PING, {"from": "b", "seq": 1, "to": "a", "u": []}), ("h", 1), 2.0)
+    assert a.member("b").last_heard == 2.0  # type: ignore[union-attr]
+    assert a.version == version
+
+
+def test_members_never_change_without_a_version_change() -> None:
+    sim = Simulation(6, seed=11, loss=0.05, config=Config(reap_after=20), bootstrap=False)
+    for i in range(1, 6):
+        sim.join(i, 0)
+
+    def seen(m: Membership) -> tuple[int, list[tuple]]:
+        return m.version, [(x.name, x.state, x.incarnation, x.addr, x.http, x.node_id, x.version)
+                           for x in m.members()]
+
+    last = [seen(m) for m in sim.members]
+    changes = 0
+    for step in range(1, 1201):
+        t = step / 10
+        if t == 20:
+            sim.partition([0, 0, 0, 1, 1, 1])
+        elif t == 40:
+            sim.heal()
+        elif t == 60:
+            sim.leave(5)
+        elif t == 65:
+            sim.fail(5)
+        sim.run_until(t)
+        for i, m in enumerate(sim.members):
+            now = seen(m)
+            assert now[0] >= last[i][0]
+            if now[1] != last[i][1]:
+                assert now[0] > last[i][0], (t, m.name)
+                changes += 1
+            last[i] = now
+    assert changes > 20
+    assert all(len(m.members()) == 5 for m in sim.members[:5])  # the leaver was reaped
