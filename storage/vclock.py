@@ -81,7 +81,8 @@ class VectorClock:
             raise ValueError(f"vector clock entries must be a mapping, got {type(entries)}")
         clean: dict[str, int] = {}
         for node, counter in (entries or {}).items():
-            _check_node(node)
+            if type(node) is not str or not node.isascii() or not 0 < len(node) <= MAX_NODE_LEN:
+                _check_node(node)  # the exact check, where the quick one is not enough
             if type(counter) is not int:
                 raise ValueError(f"vector clock counter for {node!r} is not an int: {counter!r}")
             if not 0 <= counter <= MAX_COUNTER:
@@ -91,14 +92,14 @@ class VectorClock:
         if len(clean) > MAX_ENTRIES:
             raise ValueError(f"vector clock has {len(clean)} entries, more than {MAX_ENTRIES}")
         self._entries = clean
-        self._hash = hash(frozenset(clean.items()))
+        self._hash: int | None = None
 
     @classmethod
     def _trusted(cls, entries: dict[str, int]) -> VectorClock:
         """Build from entries already known to be valid (skips re-validation on hot paths)."""
         clock = cls.__new__(cls)
         clock._entries = entries
-        clock._hash = hash(frozenset(entries.items()))
+        clock._hash = None
         return clock
 
     @property
@@ -131,9 +132,8 @@ class VectorClock:
 
     def compare(self, other: VectorClock) -> Ordering:
         """Causal order of ``self`` relative to ``other`` (BEFORE means self < other)."""
-        mine, theirs = self._entries, other._entries
-        less = any(counter > mine.get(node, 0) for node, counter in theirs.items())
-        greater = any(counter > theirs.get(node, 0) for node, counter in mine.items())
+        less = not self.descends(other)
+        greater = not other.descends(self)
         if less and greater:
             return Ordering.CONCURRENT
         if less:
@@ -144,7 +144,11 @@ class VectorClock:
 
     def descends(self, other: VectorClock) -> bool:
         """True when this clock has seen everything ``other`` has (AFTER or EQUAL)."""
-        return self.compare(other) in (Ordering.AFTER, Ordering.EQUAL)
+        mine = self._entries
+        for node, counter in other._entries.items():  # noqa: SIM110 (a loop beats all() here)
+            if counter > mine.get(node, 0):
+                return False
+        return True
 
     def to_cbor(self) -> dict[str, int]:
         """A plain map for embedding in CBOR messages."""
@@ -183,6 +187,8 @@ class VectorClock:
         return self._entries == other._entries
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._entries.items()))
         return self._hash
 
     def __repr__(self) -> str:
