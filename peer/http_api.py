@@ -35,20 +35,26 @@ MAX_JSON_BODY = 64 * 1024
 OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
 STREAMED_UPLOADS = b"/v1/files/"
 UPLOAD_BUFFER = 4 * 1024 * 1024  # unread upload bytes a peer holds before pausing the client
+STREAM_ABOVE = 64 * 1024  # smaller uploads arrive whole first: cheaper, nothing to overlap
 
 
 class StreamingRequest(server.Request):
-    """A request whose file upload (PUT /v1/files/...) is routed as soon as its headers are in,
-    its body handed to the coordinator as it arrives (`peer.body.IncomingBody`) instead of
-    spooled to a temp file first: upload and replication overlap, and no byte of it is
-    written to this peer's disk twice. Every other request is twisted.web's usual one.
+    """A request whose file upload (PUT /v1/files/..., over STREAM_ABOVE bytes or of unknown
+    length) is routed as soon as its headers are in, its body handed to the coordinator as it
+    arrives (`peer.body.IncomingBody`) instead of spooled to a temp file first: upload and
+    replication overlap, and no byte of it is written to this peer's disk twice. Every other
+    request is twisted.web's usual one.
     """
 
     body: IncomingBody | None = None
 
     def gotLength(self, length: int | None) -> None:
         channel = self.channel  # the request line is known here only to the channel
-        if channel._command == b"PUT" and channel._path.startswith(STREAMED_UPLOADS):
+        if (
+            (length is None or length > STREAM_ABOVE)
+            and channel._command == b"PUT"
+            and channel._path.startswith(STREAMED_UPLOADS)
+        ):
             self.body = self.content = IncomingBody(self.transport, UPLOAD_BUFFER)
             super().requestReceived(channel._command, channel._path, channel._version)
         else:
