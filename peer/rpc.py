@@ -37,6 +37,9 @@ def send_small_writes_at_once(transport: Any) -> None:
         transport.setTcpNoDelay(True)
 
 
+RECEIVE_SIZE = 256 * 1024  # bytes read per system call: blocks arrive in 4 reads, not 16
+
+
 class RpcError(Exception):
     """A call that failed: the remote refused it (`code` from its handler) or transport trouble."""
 
@@ -73,6 +76,7 @@ class RpcServerProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         send_small_writes_at_once(self.transport)
+        self.transport.bufferSize = RECEIVE_SIZE
 
     def dataReceived(self, data: bytes) -> None:
         try:
