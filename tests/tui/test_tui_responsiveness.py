@@ -21,6 +21,8 @@ from tui.widgets.transfers import TransferRow
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 UPLOAD_BYTES = 200 << 20
 FILES = 40
+MIN_PRESSES = 8
+MAX_UPLOADS = 4
 
 
 async def test_start_time_and_repaint_latency_during_a_200_mib_upload(
@@ -55,24 +57,36 @@ async def test_start_time_and_repaint_latency_during_a_200_mib_upload(
         healthy = time.perf_counter() - started
 
         upload_started = time.perf_counter()
-        app.files.start_upload(big, "/uploads")  # not the directory shown: rows stay put
         latencies = []
         row = 0
-        while app.query(TransferRow) and time.perf_counter() - upload_started < 240:
-            row = 1 - row
-            pressed = time.perf_counter()
-            await pilot.press("down" if row else "up")
-            await wait_until(
-                pilot,
-                lambda p=pressed, r=row: any(t > p and c == r for t, c in frames),
-                timeout=10,
-                what="repaint",
-            )
-            shown = next(t for t, c in frames if t > pressed and c == row)
-            latencies.append(shown - pressed)
-            await pilot.pause(0.03)
-        await wait_until(pilot, lambda: not app.query(TransferRow), timeout=60, what="upload")
-        upload_s = time.perf_counter() - upload_started
+        uploads = 0
+        # Uploads run one after another until enough presses were measured while one was
+        # running (a fast upload is over in a second or two). Each later one is a new file
+        # with every block changed, so none is skipped as already stored.
+        while len(latencies) < MIN_PRESSES and uploads < MAX_UPLOADS:
+            if uploads:
+                big = big.rename(tmp_path / f"big-{uploads}.bin")
+                with big.open("r+b") as changing:
+                    for block in range(UPLOAD_BYTES >> 20):
+                        changing.seek(block << 20)
+                        changing.write(uploads.to_bytes(8, "big"))
+            app.files.start_upload(big, "/uploads")  # not the directory shown: rows stay put
+            uploads += 1
+            while app.query(TransferRow) and time.perf_counter() - upload_started < 240:
+                row = 1 - row
+                pressed = time.perf_counter()
+                await pilot.press("down" if row else "up")
+                await wait_until(
+                    pilot,
+                    lambda p=pressed, r=row: any(t > p and c == r for t, c in frames),
+                    timeout=10,
+                    what="repaint",
+                )
+                shown = next(t for t, c in frames if t > pressed and c == row)
+                latencies.append(shown - pressed)
+                await pilot.pause(0.03)
+            await wait_until(pilot, lambda: not app.query(TransferRow), timeout=60, what="upload")
+        upload_s = (time.perf_counter() - upload_started) / uploads
 
     stat = cluster.client(1).stat("/uploads/big.bin")
     assert stat["size"] == UPLOAD_BYTES and stat["blake3"] == digest.hexdigest()
@@ -80,11 +94,11 @@ async def test_start_time_and_repaint_latency_during_a_200_mib_upload(
     p95 = latencies[int(len(latencies) * 0.95) - 1] if len(latencies) > 1 else latencies[0]
     print(
         f"\nstart to listing: {listed * 1000:.0f} ms; to health of visible rows: "
-        f"{healthy * 1000:.0f} ms\n200 MiB upload: {upload_s:.1f} s "
+        f"{healthy * 1000:.0f} ms\n200 MiB upload ({uploads} of them): {upload_s:.1f} s "
         f"({UPLOAD_BYTES / (1 << 20) / upload_s:.1f} MiB/s); key press to repaint over "
         f"{len(latencies)} presses: median {statistics.median(latencies) * 1000:.0f} ms, "
         f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
     )
-    assert len(latencies) >= 5
+    assert len(latencies) >= MIN_PRESSES
     assert statistics.median(latencies) < 0.25
     assert listed < 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from textual import work
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
-from peer.client import Client, QfsError, format_mode
+from peer.client import Client, ProgressFn, QfsError, format_mode
 from tui import transfer
 from tui.connection import Connection
 from tui.format import human_size
@@ -28,6 +29,8 @@ from tui.screens.placement import PlacementScreen
 from tui.widgets.dir_tree import DirTree, child_path
 from tui.widgets.file_table import FileTable
 from tui.widgets.transfers import TransfersPanel
+
+PROGRESS_INTERVAL = 0.1  # seconds between a transfer's progress-bar updates
 
 
 def unsupported_route(error: QfsError) -> bool:
@@ -50,6 +53,21 @@ class FileActions(Widget):
     transfers: TransfersPanel
     _transfer_ids: itertools.count[int]
     refresh_listing: Callable[[], None]
+
+    def _progress_reporter(self, transfer_id: int) -> ProgressFn:
+        """A transfer worker's progress callback: it posts a message at most every
+        PROGRESS_INTERVAL seconds (and on completion), so a fast transfer cannot flood the
+        event loop with progress-bar repaints ahead of the user's key presses."""
+        last_posted = -PROGRESS_INTERVAL
+
+        def progress(done: int, total: int | None) -> None:
+            nonlocal last_posted
+            now = time.monotonic()
+            if now - last_posted >= PROGRESS_INTERVAL or done == total:
+                last_posted = now
+                self.post_message(TransferProgress(transfer_id, done, total))
+
+        return progress
 
     def _selected(self) -> tuple[str, dict[str, Any]] | None:
         entry = self.table.current_entry()
@@ -84,10 +102,7 @@ class FileActions(Widget):
     ) -> None:
         """Send the files of ``plan``; progress and the outcome come back as messages."""
         worker = get_current_worker()
-
-        def progress(done: int, total: int | None) -> None:
-            self.post_message(TransferProgress(transfer_id, done, total))
-
+        progress = self._progress_reporter(transfer_id)
         try:
             sent = transfer.upload(self.connection, plan, progress, lambda: worker.is_cancelled)
         except (QfsError, OSError, transfer.Cancelled) as error:
@@ -126,10 +141,7 @@ class FileActions(Widget):
     def run_download(self, transfer_id: int, label: str, remote: str, local: Path) -> None:
         """Receive ``remote`` into ``local``."""
         worker = get_current_worker()
-
-        def progress(done: int, total: int | None) -> None:
-            self.post_message(TransferProgress(transfer_id, done, total))
-
+        progress = self._progress_reporter(transfer_id)
         try:
             size = transfer.download(
                 self.connection, remote, local, progress, lambda: worker.is_cancelled
