@@ -21,8 +21,8 @@ from tui.widgets.transfers import TransferRow
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 UPLOAD_BYTES = 200 << 20
 FILES = 40
-MIN_PRESSES = 8
-MAX_UPLOADS = 4
+MIN_PRESSES = 6
+MAX_UPLOADS = 8
 
 
 async def test_start_time_and_repaint_latency_during_a_200_mib_upload(
