@@ -8,6 +8,7 @@ SIGTERM the HTTP API stops taking requests, then gossip announces the leave.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -414,6 +415,7 @@ def run_peer(config: PeerConfig) -> int:
     def stop() -> defer.Deferred[Any] | None:
         return node.stopService() if status["started"] else None
 
+    gc.freeze()  # start-up's objects live for good: keep them out of every full collection
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     for signum in (signal.SIGTERM, signal.SIGINT):
