@@ -157,19 +157,16 @@ class ApiResource(resource.Resource):
             result = await route(request, rest, identity)
             if result is not None:
                 status, body = result
-                await _body_received(request)
-                _send_json(request, status, body)
+                await _send_json(request, status, body)
         except ApiError as e:
             if e.status == 401:
                 request.setHeader("www-authenticate", 'Bearer realm="quorumfs"')
-            await _body_received(request)
-            _send_json(request, e.status, e.to_json())
+            await _send_json(request, e.status, e.to_json())
         except BodyLost as e:
             log.info("%s %s abandoned: %s", request.method.decode(), request.path.decode(), e)
         except Exception:
             log.exception("request %s %s failed", request.method, request.path)
-            await _body_received(request)
-            _send_json(
+            await _send_json(
                 request, 500, {"error": "internal", "detail": "the peer failed; see its log"}
             )
         self._on_request(route_name, request.code)
@@ -429,16 +426,13 @@ def _upload_body(request: server.Request) -> BodyReader:
     return FileBody(request.content)
 
 
-async def _body_received(request: server.Request) -> None:
-    """Before answering an upload, drop the rest of its body and wait for its end: twisted's
-    channel can only answer a request whose body it has read."""
-    body = getattr(request, "body", None)
-    if body is not None:
-        body.discard()
-        await body.settled()
-
-
-def _send_json(request: server.Request, status: int, body: Any) -> None:
+async def _send_json(request: server.Request, status: int, body: Any) -> None:
+    """Answer with a JSON body. An upload's unread body is dropped and its end awaited first:
+    twisted's channel can only answer a request whose body it has read."""
+    upload = getattr(request, "body", None)
+    if upload is not None:
+        upload.discard()
+        await upload.settled()
     if request.finished or request._disconnected:
         return
     payload = json.dumps(body).encode() + b"\n"

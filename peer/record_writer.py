@@ -83,7 +83,7 @@ class RecordWriter:
                 jobs += more
             outcomes: list[Results | Exception]
             try:
-                outcomes = list(self._records.put_groups([items for items, _ in jobs]))
+                outcomes = self._records.put_groups([items for items, _ in jobs])
             except Exception as e:  # the store failed as a whole (closed, disk gone)
                 outcomes = [e] * len(jobs)
             self._call_from_thread(_deliver, [done for _, done in jobs], outcomes)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import cbor2
 
@@ -158,13 +159,11 @@ class RecordStore:
         if valid:
             with self._lock:
                 self._commit(valid)
-        outcomes: list[list[list[Sibling]] | Exception] = []
-        for request in requests:
-            error = request.error
-            if error is not None and not isinstance(error, Exception):
-                raise error
-            outcomes.append(request.results if error is None else error)
-        return outcomes
+        # _commit re-raises anything that is not an Exception, so every error left is one.
+        return [
+            request.results if request.error is None else cast(Exception, request.error)
+            for request in requests
+        ]
 
     def _commit(self, batch: list[_Request]) -> None:
         """Apply queued requests in one transaction (caller holds the lock)."""
