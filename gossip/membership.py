@@ -512,21 +512,24 @@ class Membership:
         if previous != ALIVE:
             out.append(MemberChanged(m.info(), previous))
 
-    def _about_me(self, name: str, inc: int) -> bool:
-        """Whether a suspect/dead claim is about this member; if it is current, refute it."""
-        if name != self.name:
-            return False
-        if inc >= self._incarnation and not self._leaving:
-            self.awareness.apply(1)
-            self._refute(inc)
-        return True
+    def _claimed_member(self, name: str, inc: int) -> _Member | None:
+        """The member a suspect/dead claim at incarnation ``inc`` is about, when it is another
+        known member and the claim is not older than what we know of it. A current claim
+        about this member is refuted instead."""
+        if name == self.name:
+            if inc >= self._incarnation and not self._leaving:
+                self.awareness.apply(1)
+                self._refute(inc)
+            return None
+        m = self._members.get(name)
+        if m is None or inc < m.incarnation:
+            return None
+        return m
 
     def _apply_suspect(self, name: str, inc: int, origin: str, now: float,
                        out: list[Effect]) -> None:
-        if self._about_me(name, inc):
-            return
-        m = self._members.get(name)
-        if m is None or inc < m.incarnation:
+        m = self._claimed_member(name, inc)
+        if m is None:
             return
         if inc == m.incarnation:
             if m.state in _GONE:
@@ -550,10 +553,8 @@ class Membership:
 
     def _apply_dead(self, name: str, inc: int, origin: str, left: bool, now: float,
                     out: list[Effect]) -> None:
-        if self._about_me(name, inc):
-            return
-        m = self._members.get(name)
-        if m is None or inc < m.incarnation:
+        m = self._claimed_member(name, inc)
+        if m is None:
             return
         if inc == m.incarnation and m.state in _GONE:
             return
