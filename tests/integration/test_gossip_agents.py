@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,20 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP right now (the agent needs both)."""
-    while True:
-        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def events(path: Path) -> list[dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,21 +12,17 @@ from textual.pilot import Pilot
 
 from peer.client import Client
 from peer.launcher import PeerProcess, peer_argv, start, stop, wait_converged
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free for both TCP and UDP right now (gossip uses UDP, RPC TCP on the same port)."""
+    """`count` distinct ports free for both TCP and UDP right now (gossip uses UDP, RPC TCP on
+    the same port)."""
     ports: list[int] = []
     while len(ports) < count:
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        port = free_port()
         if port not in ports:
             ports.append(port)
     return ports
