@@ -384,7 +384,8 @@ def run_peer(config: PeerConfig) -> int:
         format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not keep_buffers_in_heap(config.block_size):
+    # A block's RPC frame is built in a buffer that grows by doubling: up to twice the block.
+    if not keep_buffers_in_heap(2 * config.block_size):
         log.info("no mallopt in this C library: block buffers use the default allocator")
     try:
         node = Node(config, reactor)

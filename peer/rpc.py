@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IReactorTCP, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IPushProducer, IReactorTCP, IReactorTime, ITCPTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gossip.wire import Codec, Message, WireError
 
@@ -38,6 +40,51 @@ def send_small_writes_at_once(transport: Any) -> None:
 
 
 RECEIVE_SIZE = 256 * 1024  # bytes read per system call: blocks arrive in 4 reads, not 16
+SMALL_FRAME = 64 * 1024  # frames up to this size never wait behind block frames
+
+
+@implementer(IPushProducer)
+class FrameOutbox:
+    """Hands one connection's frames to its transport a block frame at a time.
+
+    A Twisted transport keeps what it is given in a list and, each time what it is sending
+    runs low, joins the list into one new bytes object. With a window of 1 MiB block frames
+    queued on one connection that is a fresh multi-MiB buffer per join: a copy and a page
+    fault per 4 KiB (profiled at ~200 faults per MiB moved on a coordinator). Here a large
+    frame waits until the transport has sent what it holds (the transport pauses and resumes
+    us as its producer), so it goes out as the bytes object it already is; small frames go
+    straight on and never queue behind blocks.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._paused = False
+        self._waiting: deque[bytes] = deque()
+        transport.registerProducer(self, True)
+
+    def send(self, frame: bytes) -> None:
+        """Write `frame` now, or once the transport has sent everything before it."""
+        if (self._paused or self._waiting) and len(frame) > SMALL_FRAME:
+            self._waiting.append(frame)
+        else:
+            self._transport.write(frame)
+
+    def close(self) -> None:
+        """Drop the frames not handed over yet; close after the transport has sent the rest."""
+        self._waiting.clear()
+        self._transport.unregisterProducer()
+        self._transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        while self._waiting and not self._paused:
+            self._transport.write(self._waiting.popleft())
+
+    def stopProducing(self) -> None:
+        self._waiting.clear()
 
 
 class RpcError(Exception):
@@ -77,6 +124,7 @@ class RpcServerProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         send_small_writes_at_once(self.transport)
         self.transport.bufferSize = RECEIVE_SIZE
+        self._outbox = FrameOutbox(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -84,7 +132,7 @@ class RpcServerProtocol(protocol.Protocol):
         except WireError as e:
             self._counters.bad_frames += 1
             log.info("dropping RPC connection from %s: %s", self.transport.getPeer(), e.reason)
-            self.transport.loseConnection()
+            self._outbox.close()
             return
         for message in messages:
             defer.ensureDeferred(self._dispatch(message))
@@ -121,7 +169,7 @@ class RpcServerProtocol(protocol.Protocol):
 
     async def _dispatch_stream(self, message: Message) -> None:
         if self._stream_handler is None:
-            self.transport.loseConnection()
+            self._outbox.close()
             return
         try:
             reply = self._stream_handler(message)
@@ -131,11 +179,11 @@ class RpcServerProtocol(protocol.Protocol):
             self._counters.bad_frames += 1
             log.info("refusing %s from %s: %s", message.type, self.transport.getPeer(), e.reason)
             self._send("error", {"id": -1, "code": "bad_request", "message": e.reason})
-            self.transport.loseConnection()
+            self._outbox.close()
             return
         except Exception:
             log.exception("gossip stream handler failed on %s", message.type)
-            self.transport.loseConnection()
+            self._outbox.close()
             return
         if reply is not None:
             self._send(reply.type, reply.body)
@@ -146,7 +194,7 @@ class RpcServerProtocol(protocol.Protocol):
 
     def _send(self, type: str, body: dict[str, Any]) -> None:
         if self.transport is not None and self.connected:
-            self.transport.write(self._codec.frame(type, body))
+            self._outbox.send(self._codec.frame(type, body))
 
 
 class RpcServerFactory(protocol.Factory):
@@ -179,6 +227,7 @@ class RpcClientProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         send_small_writes_at_once(self.transport)
+        self.outbox = FrameOutbox(self.transport)
 
     def call(self, method: str, args: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         call_id = next(self._ids)
@@ -186,7 +235,7 @@ class RpcClientProtocol(protocol.Protocol):
             lambda _: self._pending.pop(call_id, None)
         )
         self._pending[call_id] = result
-        self.transport.write(self._codec.frame(method, {"id": call_id, "args": args}))
+        self.outbox.send(self._codec.frame(method, {"id": call_id, "args": args}))
         return result
 
     def dataReceived(self, data: bytes) -> None:
@@ -194,7 +243,7 @@ class RpcClientProtocol(protocol.Protocol):
             messages = self._decoder.feed(data)
         except WireError as e:
             self._fail_all(RpcError("bad_reply", e.reason))
-            self.transport.loseConnection()
+            self.outbox.close()
             return
         for message in messages:
             self._resolve(message)
@@ -214,7 +263,7 @@ class RpcClientProtocol(protocol.Protocol):
                 waiting.errback(RpcError("bad_reply", f"unexpected reply type {message.type!r}"))
         except WireError as e:
             self._fail_all(RpcError("bad_reply", e.reason))
-            self.transport.loseConnection()
+            self.outbox.close()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.closed = True
@@ -275,4 +324,4 @@ class RpcClient:
     def close(self) -> None:
         """Drop the connection (pending calls fail with connection_lost)."""
         if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.loseConnection()
+            self._protocol.outbox.close()
