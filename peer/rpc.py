@@ -40,6 +40,7 @@ def send_small_writes_at_once(transport: Any) -> None:
 
 
 RECEIVE_SIZE = 256 * 1024  # bytes read per system call: blocks arrive in 4 reads, not 16
+SEND_SIZE = 1024 * 1024  # bytes per send system call (Twisted's default: 128 KiB)
 SMALL_FRAME = 64 * 1024  # frames up to this size never wait behind block frames
 
 
@@ -60,6 +61,7 @@ class FrameOutbox:
         self._transport = transport
         self._paused = False
         self._waiting: deque[bytes] = deque()
+        transport.SEND_LIMIT = SEND_SIZE
         transport.registerProducer(self, True)
 
     def send(self, frame: bytes) -> None:
