@@ -54,7 +54,8 @@ class FrameOutbox:
     fault per 4 KiB (profiled at ~200 faults per MiB moved on a coordinator). Here a large
     frame waits until the transport has sent what it holds (the transport pauses and resumes
     us as its producer), so it goes out as the bytes object it already is; small frames go
-    straight on and never queue behind blocks.
+    straight on and never queue behind blocks. The transport sends up to SEND_SIZE per
+    system call: each send wakes the receiving peer.
     """
 
     def __init__(self, transport: Any) -> None:
