@@ -16,6 +16,7 @@ import ctypes.util
 # mallopt parameter numbers from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)  # older glibc refuses more
 HEAP_SLACK_BLOCKS = 4
 
 
@@ -28,7 +29,7 @@ def keep_buffers_in_heap(largest_buffer: int) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    mmap_threshold = 2 * largest_buffer
+    mmap_threshold = min(2 * largest_buffer, MMAP_THRESHOLD_MAX)
     trim_threshold = HEAP_SLACK_BLOCKS * mmap_threshold
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(M_TRIM_THRESHOLD, trim_threshold)

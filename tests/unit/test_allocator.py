@@ -9,12 +9,15 @@ import sys
 import pytest
 
 from peer.allocator import keep_buffers_in_heap
+from peer.config import MAX_BLOCK_SIZE
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is a glibc interface")
-def test_glibc_takes_the_thresholds() -> None:
-    # In a child process, so the test run's own allocator is left as it was.
-    code = "from peer.allocator import keep_buffers_in_heap as k; print(k(1 << 20))"
+@pytest.mark.parametrize("largest", [1 << 20, 2 * MAX_BLOCK_SIZE])
+def test_glibc_takes_the_thresholds(largest: int) -> None:
+    # In a child process, so the test run's own allocator is left as it was. A peer asks for
+    # twice its block size, over glibc's ceiling for the largest blocks.
+    code = f"from peer.allocator import keep_buffers_in_heap as k; print(k({largest}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
