@@ -27,18 +27,18 @@ from gossip.membership import Config as GossipConfig
 from gossip.service import GossipService
 from gossip.wire import Codec, WireError, load_cluster_key
 from peer.allocator import keep_buffers_in_heap
-from peer.antientropy import AntiEntropy
-from peer.auth import Authenticator
+from peer.api.auth import Authenticator
+from peer.api.http import ApiResource, StreamingRequest
 from peer.cluster import ClusterView
-from peer.collector import GarbageCollector
 from peer.config import PeerConfig
 from peer.coordinator import Coordinator, QuorumSettings
-from peer.handoff import HintedHandoff
-from peer.http_api import ApiResource, StreamingRequest
 from peer.record_writer import RecordWriter
+from peer.repair.antientropy import AntiEntropy
+from peer.repair.collector import GarbageCollector
+from peer.repair.handoff import HintedHandoff
+from peer.repair.scrubber import Scrubber
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
-from peer.scrubber import Scrubber
 from storage.datadir import DataDir, DataDirLocked
 
 log = logging.getLogger(__name__)

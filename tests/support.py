@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from peer import launcher
-from peer.client import Client
-from peer.launcher import PeerProcess
+from peer.client import launcher
+from peer.client.api_client import Client
+from peer.client.launcher import PeerProcess
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import WorkerState
 
-from peer.client import Client, QfsError
+from peer.client.api_client import Client, QfsError
 from tui.connection import PROBE_TIMEOUT, Connection
 from tui.messages import ClusterSnapshot, ClusterUnreachable, PeerSwitched
 from tui.screens.help import HelpScreen

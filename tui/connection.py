@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from peer.client import Client, QfsError
+from peer.client.api_client import Client, QfsError
 
 T = TypeVar("T")
 

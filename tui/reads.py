@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from peer.client import Client, Conflict
+from peer.client.api_client import Client, Conflict
 
 
 class _Enough(Exception):

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from peer.client import Client
+from peer.client.api_client import Client
 from tui.connection import Connection
 from tui.widgets.dir_tree import child_path
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from peer.client import Client
+from peer.client.api_client import Client
 from storage.fsutil import sync_dir
 from tests.support import LocalCluster, print_results
 

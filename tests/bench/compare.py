@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from peer import launcher
-from peer.client import Client
+from peer.client import launcher
+from peer.client.api_client import Client
 from tests.bench.cluster import percentile, timed_ops
 from tests.support import LocalCluster, print_results
 

@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from peer import launcher
+from peer.client import launcher
 from tests.support import LocalCluster
 
 RESTART_TIMEOUT = 30.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import blake3
 
-from peer.client import QfsError
+from peer.client.api_client import QfsError
 
 ABSENT = "<absent>"
 

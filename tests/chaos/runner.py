@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from peer.client import Client, Conflict, QfsError
+from peer.client.api_client import Client, Conflict, QfsError
 from tests.chaos.checker import check
 from tests.chaos.faults import PORT_TAKEN, Faults
 from tests.chaos.history import ABSENT, OK, History, digest

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gossip.wire import Codec
-from peer.client import Client, Conflict, QfsError
+from peer.client.api_client import Client, Conflict, QfsError
 from peer.manifest import manifest_key
 from tests.chaos.history import ABSENT, digest
 from tests.chaos.hostile import rpc_call

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from peer.client import Client, Conflict, QfsError
+from peer.client.api_client import Client, Conflict, QfsError
 from tests.chaos.history import (
     ABSENT,
     NOT_SENT,

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from peer import launcher
-from peer.client import QfsError
-from peer.launcher import PeerProcess
+from peer.client import launcher
+from peer.client.api_client import QfsError
+from peer.client.launcher import PeerProcess
 from tests.support import LocalCluster, free_port, running_cluster, wait_for
 
 PEERS = ("p1", "p2", "p3")
@@ -42,7 +42,7 @@ def qfs(
     if token is not None:
         env["QFS_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--peer", cluster.peer(peer).http_url, *args],
+        [sys.executable, "-m", "peer.main", "--peer", cluster.peer(peer).http_url, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from peer.progress import count_files, tree_progress
+from peer.client.progress import count_files, tree_progress
 from tests.support import running_cluster
 
 

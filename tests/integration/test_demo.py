@@ -24,7 +24,7 @@ def test_demo_starts_the_procfile_peers_and_stops_them(tmp_path: Path) -> None:
     procfile = tmp_path / "Procfile"
     procfile.write_text("\n".join(lines) + "\n")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "peer.cli", "demo", "--headless", "--procfile", str(procfile)],
+        [sys.executable, "-m", "peer.main", "demo", "--headless", "--procfile", str(procfile)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=tmp_path,

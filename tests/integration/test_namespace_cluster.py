@@ -18,7 +18,7 @@ import blake3
 import httpx
 import pytest
 
-from peer.client import QfsError
+from peer.client.api_client import QfsError
 from tests.support import LocalCluster, running_cluster
 
 PEERS = ("p1", "p2", "p3")
@@ -32,7 +32,7 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
 
 def qfs(cluster: LocalCluster, *args: str, peer: str = "p1") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--peer", cluster.peer(peer).http_url, *args],
+        [sys.executable, "-m", "peer.main", "--peer", cluster.peer(peer).http_url, *args],
         capture_output=True,
         text=True,
         timeout=120,

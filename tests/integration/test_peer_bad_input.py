@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from gossip.wire import Codec
-from peer import launcher
-from peer.launcher import PeerProcess
+from peer.client import launcher
+from peer.client.launcher import PeerProcess
 from tests.support import LocalCluster, free_port, running_cluster
 
 FILES = {f"/keep/{i}": os.urandom(size) for i, size in enumerate([0, 10, 5000, 1_500_000])}

@@ -19,7 +19,7 @@ import blake3
 import httpx
 import pytest
 
-from peer.client import Conflict, QfsError
+from peer.client.api_client import Conflict, QfsError
 from peer.manifest import manifest_key
 from storage.datadir import DataDir
 from tests.support import LocalCluster, running_cluster, wait_for
@@ -34,7 +34,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 def qfs(cluster: LocalCluster, *args: str, peer: str = "p1", stdin: bytes | None = None):
     """Run the real `qfs` CLI against `peer`."""
     return subprocess.run(
-        [sys.executable, "-m", "peer.cli", "--peer", cluster.peer(peer).http_url, *args],
+        [sys.executable, "-m", "peer.main", "--peer", cluster.peer(peer).http_url, *args],
         input=stdin,
         capture_output=True,
         timeout=120,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from harness import Cluster, start_cluster
 
-from peer.launcher import stop
+from peer.client.launcher import stop
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A FAKE in-memory stand-in for peer.client.Client, for rendering and UI-logic tests only.
+"""A FAKE in-memory stand-in for peer.client.api_client.Client, for rendering and UI tests.
 
 It implements the methods the TUI calls with the same shapes and errors (QfsError with status
 None for an unreachable peer, Conflict for siblings), over fixed data. It checks nothing about
@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from peer.client import Conflict, FileInfo, QfsError, format_mode, normalize_path
+from peer.client.api_client import Conflict, FileInfo, QfsError, format_mode, normalize_path
 
 MTIME = 1_767_225_600.0  # 2026-01-01 00:00 UTC: fixed so snapshots do not move
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from peer.client import Client
-from peer.launcher import PeerProcess, peer_argv, start, stop, wait_converged
+from peer.client.api_client import Client
+from peer.client.launcher import PeerProcess, peer_argv, start, stop, wait_converged
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
-from peer.client import Conflict
+from peer.client.api_client import Conflict
 from tui.app import QfsApp
 from tui.messages import ActionDone, ListingLoaded, PeerSwitched
 from tui.screens.conflict import ConflictScreen

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fake_client import FakeClient, sample_world
 
-from peer.client import QfsError
+from peer.client.api_client import QfsError
 from tui.connection import Connection, NoLivePeer
 from tui.format import healthy_holders, human_size
 from tui.membership import member_events

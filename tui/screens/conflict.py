@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-from peer.client import Client, Conflict, QfsError
+from peer.client.api_client import Client, Conflict, QfsError
 from tui.connection import Connection
 from tui.format import human_size, local_time
 from tui.messages import ActionDone

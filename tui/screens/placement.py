@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from peer.client import QfsError
+from peer.client.api_client import QfsError
 from tui.connection import Connection
 from tui.format import STATE_STYLES, health_style, healthy_holders, human_size
 

@@ -18,7 +18,7 @@ from textual import work
 from textual.widget import Widget
 from textual.worker import get_current_worker
 
-from peer.client import Client, ProgressFn, QfsError, format_mode
+from peer.client.api_client import Client, ProgressFn, QfsError, format_mode
 from tui import transfer
 from tui.connection import Connection
 from tui.format import human_size

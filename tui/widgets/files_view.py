@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input
 from textual.worker import get_current_worker
 
-from peer.client import QfsError
+from peer.client.api_client import QfsError
 from tui.connection import Connection
 from tui.format import healthy_holders
 from tui.messages import (

@@ -3,7 +3,7 @@ block ends up on all of its N home replicas whatever was missed (writes during a
 a peer gone for good, a peer that joined).
 
 Each round this peer takes the next up peer in turn and, for records and then blocks, sends
-the bucket digests of what both of them should hold (`peer.digest`). The partner answers
+the bucket digests of what both of them should hold (`peer.repair.digest`). The partner answers
 with the buckets that differ; only those buckets' items travel, both ways. A peer's
 placement view ignores peers dead for longer than the re-replication delay, so their share
 gets new homes and the exchanges between the new and the surviving homes copy it there.
@@ -22,8 +22,8 @@ from typing import Any
 
 from gossip.wire import Message, WireError
 from peer.coordinator import Coordinator
-from peer.digest import BUCKETS, DigestTree, record_digest, shared_homes
 from peer.quorum import missing_siblings
+from peer.repair.digest import BUCKETS, DigestTree, record_digest, shared_homes
 from peer.replica import (
     HINT_PREFIX,
     Replica,

@@ -19,7 +19,7 @@ from peer.errors import (
 from peer.namespace import Namespace
 from peer.permissions import Identity
 from peer.versions import decode_version
-from tests.unit.test_coordinator_sim import cluster, get, put, run
+from tests.unit.peer.test_coordinator_sim import cluster, get, put, run
 
 __all__ = ["cluster"]  # the fixture, used by name
 

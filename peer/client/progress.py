@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, TextIO, TypeVar
 
-from peer.client import Client, ProgressFn, QfsError
+from peer.client.api_client import Client, ProgressFn, QfsError
 
 THRESHOLD = 8 * 1024 * 1024
 TREE_THRESHOLD = 100

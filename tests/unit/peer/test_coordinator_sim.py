@@ -11,8 +11,8 @@ import pytest
 from peer.body import FileBody
 from peer.coordinator import Coordinator
 from peer.errors import ConflictingVersions, NotFound, Unavailable
-from peer.handoff import HintedHandoff
 from peer.manifest import manifest_key
+from peer.repair.handoff import HintedHandoff
 from peer.replica import HINT_PREFIX
 from peer.versions import decode_version
 from tests.simnet import BLOCK, inline, run, sim_cluster

@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from peer.auth import Authenticator
-from peer.body import BodyLost, BodyReader, FileBody, IncomingBody
+from peer.api.auth import Authenticator
+from peer.api.incoming import BodyLost, IncomingBody
+from peer.body import BodyReader, FileBody
 from peer.coordinator import Coordinator
 from peer.errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound
 from peer.namespace import Namespace
@@ -41,7 +42,7 @@ STREAM_ABOVE = 64 * 1024  # smaller uploads arrive whole first: cheaper, nothing
 class StreamingRequest(server.Request):
     """A request whose file upload (PUT /v1/files/..., over STREAM_ABOVE bytes or of unknown
     length) is routed as soon as its headers are in, its body handed to the coordinator as it
-    arrives (`peer.body.IncomingBody`) instead of spooled to a temp file first: upload and
+    arrives (`peer.api.incoming.IncomingBody`) instead of spooled to a temp file first: upload and
     replication overlap, and no byte of it is written to this peer's disk twice. Every other
     request is twisted.web's usual one.
     """

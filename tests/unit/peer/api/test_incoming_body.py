@@ -8,7 +8,8 @@ import pytest
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from peer.body import BodyLost, FileBody, IncomingBody, PrefixedBody
+from peer.api.incoming import BodyLost, IncomingBody
+from peer.body import FileBody, PrefixedBody
 
 
 class Producer:

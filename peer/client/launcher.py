@@ -50,7 +50,7 @@ class PeerProcess:
 
 def qfs_command() -> list[str]:
     """How to run `qfs` with this interpreter, whatever PATH holds."""
-    return [sys.executable, "-m", "peer.cli"]
+    return [sys.executable, "-m", "peer.main"]
 
 
 def read_procfile(path: str | os.PathLike[str]) -> list[PeerProcess]:

@@ -8,9 +8,8 @@ import json
 import blake3
 import httpx
 import pytest
-from fake_peer import FakePeer, StoredFile
 
-from peer.client import (
+from peer.client.api_client import (
     CHUNK_SIZE,
     DEFAULT_PEER,
     Client,
@@ -20,6 +19,7 @@ from peer.client import (
     format_mode,
     normalize_path,
 )
+from tests.unit.peer.client.fake_peer import FakePeer, StoredFile
 
 SIBLINGS = [
     {"version": "va", "size": 3, "blake3": "a" * 64, "mtime": 1},

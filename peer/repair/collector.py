@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gossip.wire import Message, WireError
-from peer.antientropy import placement_of
 from peer.coordinator import Coordinator
-from peer.handoff import HintedHandoff
 from peer.manifest import Manifest
 from peer.quorum import missing_siblings
+from peer.repair.antientropy import placement_of
+from peer.repair.handoff import HintedHandoff
 from peer.replica import Replica, RunInThread, siblings_from_wire
 from peer.rpc import Handler, RpcError
 from storage.records import Sibling

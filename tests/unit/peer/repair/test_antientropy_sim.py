@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from twisted.internet import defer
 
-from peer.antientropy import AntiEntropy, placement_of
 from peer.body import FileBody
-from peer.collector import GarbageCollector
 from peer.coordinator import Coordinator
-from peer.digest import BUCKETS, DigestTree, record_digest
-from peer.handoff import HintedHandoff
 from peer.manifest import manifest_key
-from peer.scrubber import Scrubber
+from peer.repair.antientropy import AntiEntropy, placement_of
+from peer.repair.collector import GarbageCollector
+from peer.repair.digest import BUCKETS, DigestTree, record_digest
+from peer.repair.handoff import HintedHandoff
+from peer.repair.scrubber import Scrubber
 from storage.records import Sibling
 from storage.vclock import VectorClock
 from tests.simnet import SIM_TIME, inline, run, sim_cluster

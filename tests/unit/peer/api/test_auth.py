@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from peer.auth import CACHE_SECONDS, Authenticator, bearer_token
+from peer.api.auth import CACHE_SECONDS, Authenticator, bearer_token
 from peer.errors import BadRequest, NotFound, Unauthorized
 from peer.permissions import ADMIN_IDENTITY, Identity
-from tests.unit.test_coordinator_sim import cluster, run
+from tests.unit.peer.test_coordinator_sim import cluster, run
 
 __all__ = ["cluster"]  # the fixture, used by name
 

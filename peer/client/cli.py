@@ -1,6 +1,9 @@
-"""The ``qfs`` command line: a client of the HTTP API through peer.client, plus ``qfs peer``,
-``qfs demo`` and ``qfs tui``, whose modules are imported only when run (``qfs put`` loads
-neither Twisted nor Textual).
+"""The ``qfs`` command line: every client command, each a call of the HTTP API through
+peer.client.api_client.
+
+``qfs peer`` (the node), ``qfs tui`` and ``qfs demo`` (the file manager) run more than a client;
+they come in as `Programs` from the ``qfs`` program itself (peer.main), so this module imports
+nothing of the node or the TUI (and ``qfs put`` loads neither Twisted nor Textual).
 
 Exit status: 0 success; 1 the peer refused the request (any HTTP error, a conflict) or a
 local file could not be read or written; 2 usage error (bad arguments, bad configuration);
@@ -20,21 +23,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO, NoReturn, TextIO
 
-from peer.client import DEFAULT_PEER, Client, Conflict, QfsError, format_mode, normalize_path
-from peer.progress import transfer_progress, tree_progress
+from peer.client.api_client import (
+    DEFAULT_PEER,
+    Client,
+    Conflict,
+    QfsError,
+    format_mode,
+    normalize_path,
+)
+from peer.client.progress import transfer_progress, tree_progress
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
+PROGRAM_COMMANDS = frozenset({"peer", "tui", "demo"})
+"""Commands that need `Programs`: they run a node or the file manager, not only a client."""
 
 Handler = Callable[[Client, argparse.Namespace], int]
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line naming the help to read."""
 
     def error(self, message: str) -> NoReturn:
@@ -45,7 +58,8 @@ class _UsageError(Exception):
     """Arguments that parse but make no sense together; reported as a usage error."""
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+    """Print the one-line error every failed command ends with."""
     print(f"qfs: error: {message}", file=sys.stderr)
 
 
@@ -363,36 +377,24 @@ def _cmd_whoami(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@dataclass(frozen=True)
+class Programs:
+    """The commands that run more than a client, supplied by the ``qfs`` program (peer.main)."""
+
+    run_peer: Callable[[list[str]], int]
+    """``qfs peer ARGS``: run a node with these flags until SIGTERM."""
+    open_ui: Callable[[Client], int]
+    """Open the terminal file manager on a client (``qfs tui``, ``qfs demo``)."""
+
+
 def _cmd_tui(client: Client, args: argparse.Namespace) -> int:
-    from tui.app import run_tui
-
-    return run_tui(client)
-
-
-# Commands that are not HTTP clients
+    return args.programs.open_ui(client)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from peer.demo import run_demo
+    from peer.client.demo import run_demo
 
-    return run_demo(args)
-
-
-def _run_peer(argv: list[str]) -> int:
-    """``qfs peer ...``: the peer's own flags come from peer.config, parsed here."""
-    from peer.config import ConfigError, add_peer_arguments, config_from_args
-
-    parser = _Parser(prog="qfs peer", description="Run one quorumfs peer until SIGTERM.")
-    add_peer_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ConfigError as exc:
-        _fail(f"bad peer configuration: {exc}")
-        return EXIT_USAGE
-    from peer.node import run_peer
-
-    return run_peer(config)
+    return run_demo(args, args.programs.open_ui)
 
 
 # The parser
@@ -414,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the server's JSON")
 
-    parser = _Parser(
+    parser = UsageParser(
         prog="qfs", parents=[common], description="quorumfs: a leaderless peer-to-peer file store."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -496,28 +498,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procfile", metavar="PATH", default="Procfile")
     p.add_argument("--headless", action="store_true", help="start the peers without the TUI")
 
-    # Listed for --help only: main hands everything after `peer` to peer.config's parser.
+    # Listed for --help only: main hands everything after `peer` to Programs.run_peer.
     commands.add_parser("peer", add_help=False, help="run a peer (see 'qfs peer --help')")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``qfs`` console script; returns the exit status."""
+def main(argv: Sequence[str] | None = None, programs: Programs | None = None) -> int:
+    """Run one ``qfs`` command; returns the exit status. Without `programs` only the client
+    commands run (the ``qfs`` console script is peer.main, which supplies them)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        return _main(argv, programs)
     except SystemExit as exc:  # argparse's --help and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
     except KeyboardInterrupt:
-        _fail("interrupted")
+        fail("interrupted")
         return EXIT_INTERRUPTED
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], programs: Programs | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command in PROGRAM_COMMANDS and programs is None:
+        fail(f"'qfs {args.command}' runs only from the qfs program (python -m peer.main)")
+        return EXIT_USAGE
+    args.programs = programs
     if args.command == "peer":
-        return _run_peer(extra)
+        return programs.run_peer(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.peer = getattr(args, "peer", None) or os.environ.get("QFS_PEER") or DEFAULT_PEER
@@ -535,7 +542,7 @@ def _main(argv: list[str]) -> int:
         _report_conflict(exc)
         return EXIT_ERROR
     except QfsError as exc:
-        _fail(str(exc) + _hint(exc, args))
+        fail(str(exc) + _hint(exc, args))
         return EXIT_UNREACHABLE if exc.status is None else EXIT_ERROR
     except BrokenPipeError:
         # The reader went away (`qfs get F - | head`): stop quietly, and keep Python from
@@ -544,10 +551,10 @@ def _main(argv: list[str]) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except _UsageError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return EXIT_USAGE
     except OSError as exc:
-        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         return EXIT_ERROR
 
 
@@ -561,14 +568,10 @@ def _hint(exc: QfsError, args: argparse.Namespace) -> str:
 
 def _report_conflict(exc: Conflict) -> None:
     """The error line, then the siblings and the two ways out, all on stderr."""
-    _fail(str(exc))
+    fail(str(exc))
     rows = [
         [_text(s.get("version")), _text(s.get("size")), _time(s.get("mtime"))] for s in exc.siblings
     ]
     _table(["VERSION", "SIZE", "MTIME"], rows, right={1}, file=sys.stderr, indent="  ")
     print(f"read one:  qfs get --version VERSION {exc.path} LOCAL", file=sys.stderr)
     print(f"resolve:   qfs put --version {exc.version} LOCAL {exc.path}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,11 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_peer import FakePeer, StoredFile
 
-from peer import cli
-from peer.client import Client
-from peer.progress import transfer_progress
+from peer.client import cli
+from peer.client.api_client import Client
+from peer.client.progress import transfer_progress
+from peer.main import PROGRAMS
+from peer.main import main as qfs_main
+from tests.unit.peer.client.fake_peer import FakePeer, StoredFile
 
 Run = Callable[..., int]
 SIBLINGS = [
@@ -401,7 +403,7 @@ def test_help_exits_0(qfs: Run, capsys) -> None:
 
 def test_client_commands_import_neither_twisted_nor_textual() -> None:
     code = (
-        "import sys; from peer import cli; cli.build_parser();"
+        "import sys; from peer.client import cli; cli.build_parser();"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'textual', 'rich'}))"
     )
     out = subprocess.run(
@@ -421,33 +423,45 @@ def test_peer_parses_its_flags_and_runs(monkeypatch: pytest.MonkeyPatch, tmp_pat
     ran: list[Any] = []
     fake_module(monkeypatch, "peer.node", run_peer=lambda config: ran.append(config) or 0)
     argv = ["peer", "--name", "p1", "--data", str(tmp_path), "--port", "7001", "--http", "8001"]
-    assert cli.main([*argv, "--join", "127.0.0.1:7002"]) == 0
+    assert qfs_main([*argv, "--join", "127.0.0.1:7002"]) == 0
     assert ran[0].name == "p1"
     assert ran[0].http == 8001
 
 
 def test_peer_with_bad_config_is_a_usage_error(capsys) -> None:
-    assert cli.main(["peer", "--name", "p1"]) == 2
+    assert qfs_main(["peer", "--name", "p1"]) == 2
     lines = error_lines(capsys)
     assert len(lines) == 1
     assert lines[0].startswith("qfs: error: bad peer configuration: missing required setting")
 
 
 def test_peer_help_shows_the_peer_flags(capsys) -> None:
-    assert cli.main(["peer", "--help"]) == 0
+    assert qfs_main(["peer", "--help"]) == 0
     assert "--write-quorum" in capsys.readouterr().out
 
 
 def test_demo_and_tui_are_delegated(monkeypatch: pytest.MonkeyPatch, clients: list[Client]) -> None:
     seen: dict[str, Any] = {}
-    fake_module(monkeypatch, "peer.demo", run_demo=lambda args: seen.setdefault("demo", args) and 0)
+    def run_demo(args: Any, open_ui: Any) -> int:
+        seen["demo"] = args
+        seen["demo_ui"] = open_ui
+        return 0
+
+    fake_module(monkeypatch, "peer.client.demo", run_demo=run_demo)
     fake_module(monkeypatch, "tui.app", run_tui=lambda client: seen.setdefault("tui", client) and 0)
-    assert cli.main(["demo", "--headless", "--procfile", "P"]) == 0
+    assert qfs_main(["demo", "--headless", "--procfile", "P"]) == 0
     assert (seen["demo"].procfile, seen["demo"].headless) == ("P", True)
     assert seen["demo"].peer == "http://127.0.0.1:8001"
-    assert cli.main(["tui", "--peer", "127.0.0.1:8002"]) == 0
+    assert seen["demo_ui"] is PROGRAMS.open_ui
+    assert qfs_main(["tui", "--peer", "127.0.0.1:8002"]) == 0
     assert seen["tui"] is clients[0]
     assert clients[0].base_url == "http://127.0.0.1:8002"
+
+
+def test_program_commands_need_the_qfs_program(capsys) -> None:
+    for command in ("peer", "tui", "demo"):
+        assert cli.main([command]) == 2
+        assert "qfs program" in capsys.readouterr().err
 
 
 # Progress bar

@@ -8,16 +8,18 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from peer import launcher
-from peer.client import Client
+from peer.client import launcher
+from peer.client.api_client import Client
 
 CONVERGE_TIMEOUT = 60.0
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo cluster; returns the exit status."""
+def run_demo(args: argparse.Namespace, open_ui: Callable[[Client], int]) -> int:
+    """Run the demo cluster, with `open_ui` (the file manager) on its first peer unless
+    headless; returns the exit status."""
     procfile = Path(getattr(args, "procfile", None) or "Procfile")
     if not procfile.is_file():
         print(f"qfs: error: no Procfile at {procfile.resolve()}", file=sys.stderr)
@@ -33,9 +35,7 @@ def run_demo(args: argparse.Namespace) -> int:
         client = Client(peers[0].http_url)
         if getattr(args, "headless", False) or not sys.stdout.isatty():
             return _headless(client)
-        from tui.app import run_tui
-
-        return run_tui(client)
+        return open_ui(client)
     except (TimeoutError, RuntimeError) as e:
         print(f"qfs: error: {e}", file=sys.stderr)
         return 1
