@@ -46,6 +46,7 @@ class ClusterView:
         self._ring = HashRing([self_id])
         self._ring_version: int | None = None  # the version `_ring` was computed at
         self._ring_until = -math.inf  # when a dead peer on `_ring` is due to leave it
+        self._not_ready: set[str] = set()
 
     def peers(self) -> Mapping[str, MemberInfo]:
         """Every known peer (this one included), by node id.
@@ -84,6 +85,18 @@ class ClusterView:
             self._ring = HashRing(members)
         self._ring_version, self._ring_until = version, until
         return self._ring
+
+    def heard_ready(self, node_id: str, ready: bool) -> None:
+        """A reply from `node_id` said whether it holds its whole share yet
+        (peer.replica.ReplicaState)."""
+        if ready:
+            self._not_ready.discard(node_id)
+        else:
+            self._not_ready.add(node_id)
+
+    def is_ready(self, node_id: str) -> bool:
+        """False while `node_id` is known to be still filling its share (joining, rebuilt)."""
+        return node_id not in self._not_ready
 
     def is_up(self, node_id: str) -> bool:
         """Whether `node_id` is alive or suspect (this peer always is)."""

@@ -52,6 +52,7 @@ class PeerConfig:
     scrub_rate: int = 8 * MiB
     gc_interval: float = 60.0
     gc_grace: float = 3600.0
+    horizon: float = 86400.0
 
     def validate(self) -> PeerConfig:
         """Return self, or raise ConfigError naming the first setting that cannot work."""
@@ -78,6 +79,11 @@ class PeerConfig:
         for key in ("probe_interval", "anti_entropy_interval", "scrub_rate", "gc_interval"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key.replace('_', '-')}: {getattr(self, key)} must be positive")
+        if self.horizon <= self.dead_after:
+            raise ConfigError(
+                f"horizon: {self.horizon} must be longer than dead-after ({self.dead_after}): a"
+                " peer is forgotten only after it left the ring"
+            )
         for key in ("dead_after", "gc_grace"):
             if getattr(self, key) < 0:
                 raise ConfigError(
@@ -146,6 +152,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "scrub-rate": ("scrub_rate", parse_size),
     "gc-interval": ("gc_interval", float),
     "gc-grace": ("gc_grace", float),
+    "horizon": ("horizon", float),
 }
 REQUIRED = ("name", "data", "port", "http")
 
@@ -173,7 +180,12 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dead-after", help="seconds a dead peer keeps its ring share (default 60)")
     add("--scrub-rate", help="bytes per second the scrubber re-verifies (default 8MiB)")
     add("--gc-interval", help="seconds between garbage collection rounds (default 60)")
-    add("--gc-grace", help="seconds an unreferenced block is kept (default 3600)")
+    add("--gc-grace", help="seconds an unreferenced block is kept (default 3600; 0 is safe)")
+    add(
+        "--horizon",
+        help="seconds a peer may be away and come back with its data; after that it is "
+        "forgotten and rebuilds from the others when it returns (default 86400)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:

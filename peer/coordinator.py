@@ -64,6 +64,7 @@ from peer.permissions import (
     require_remove,
     require_traverse,
 )
+from peer.pins import BlockPins
 from peer.quorum import (
     CounterSource,
     QuorumError,
@@ -84,6 +85,7 @@ from storage.vclock import VectorClock
 log = logging.getLogger(__name__)
 
 BLOCK_WINDOW = 8
+MAX_READ_ATTEMPTS = 3
 READ_AHEAD = 4
 RPC_TIMEOUT = 10.0
 BLOCK_TIMEOUT = 30.0
@@ -183,6 +185,7 @@ class Coordinator:
         self._now = clock
         self._counters = CounterSource(clock)
         self.read_repairs = 0
+        self.pins = BlockPins()
 
     def now(self) -> float:
         """The coordinator's clock, in seconds (mtimes of what it writes)."""
@@ -212,6 +215,18 @@ class Coordinator:
         """Where `placement`'s data goes now: up homes plus stand-ins for down ones."""
         preference = self.cluster.ring().preference(placement)
         return plan_targets(preference, self.cluster.is_up, self.settings.n)
+
+    def settled_targets(self, placement: str, r: int) -> list[Target] | None:
+        """Where a read of `placement` must also find R answers while some of its homes are
+        still filling their share (joining, rebuilt): the targets the ring gives when those
+        peers are left out, i.e. the peers that held the data before. None when no home is
+        filling, or when too few peers are ready to matter (a cluster that starts empty)."""
+        preference = self.cluster.ring().preference(placement)
+        if all(self.cluster.is_ready(node) for node in preference[: self.settings.n]):
+            return None
+        ready = [node for node in preference if self.cluster.is_ready(node)]
+        settled = plan_targets(ready, self.cluster.is_up, self.settings.n)
+        return settled if len(settled) >= r else None
 
     def homes(self, placement: str) -> list[str]:
         """The first N peers of `placement`'s preference list, up or not."""
@@ -244,21 +259,39 @@ class Coordinator:
     ) -> list[list[list[Sibling]]]:
         """The reconciled siblings of each key of each (placement, keys) group, from R of the
         group's targets; keys for one peer travel in one call whatever group they belong to.
-        Stale replicas among each group's homes get repaired in the background."""
+        Stale replicas among each group's homes get repaired in the background.
+
+        A home still filling its share answers, but its answer is not trusted alone: R answers
+        must also come from the peers that held the data before (`settled_targets`). A reply
+        that shows a home filling for the first time makes the read start over knowing it.
+        """
+        for _ in range(MAX_READ_ATTEMPTS):
+            found = await self._read_groups_once(groups, r, what)
+            if found is not None:
+                return found
+        raise Unavailable(f"{what}: the replicas' readiness kept changing during the read")
+
+    async def _read_groups_once(
+        self, groups: list[tuple[str, list[str]]], r: int, what: str
+    ) -> list[list[list[Sibling]]] | None:
         per_node: dict[str, list[str]] = {}
         positions: list[list[dict[str, int]]] = []
         counted: list[frozenset[str]] = []
         homes: list[set[str]] = []
         for placement, keys in groups:
             targets = self.targets(placement)
+            settled = self.settled_targets(placement, r) or []
             counted.append(frozenset(t.node for t in targets))
+            if settled:
+                counted.append(frozenset(t.node for t in settled))
             homes.append({t.node for t in targets if t.hint_for is None})
+            asked = list(dict.fromkeys(t.node for t in [*targets, *settled]))
             where_keys = []
             for key in keys:
                 where: dict[str, int] = {}
-                for target in targets:
-                    batch = per_node.setdefault(target.node, [])
-                    where[target.node] = len(batch)
+                for node in asked:
+                    batch = per_node.setdefault(node, [])
+                    where[node] = len(batch)
                     batch.append(key)
                 where_keys.append(where)
             positions.append(where_keys)
@@ -267,12 +300,25 @@ class Coordinator:
         }
         quorum = QuorumCall(what, calls, r, counted)
         tally = await quorum.result()
+        if self._learned_readiness(tally):
+            return None
         current = [
             [reconcile(self._replies(tally, where).values()) for where in where_keys]
             for where_keys in positions
         ]
         quorum.finished.addCallback(self._repair_records, groups, positions, homes)
         return current
+
+    def _learned_readiness(self, tally: QuorumTally) -> bool:
+        """Note what each reply said about its peer's readiness; True when a peer counted as
+        ready turned out to be filling (the read must be planned again)."""
+        surprised = False
+        for node, result in tally.results.items():
+            ready = result.get("ready", True) is not False
+            if not ready and self.cluster.is_ready(node):
+                surprised = True
+            self.cluster.heard_ready(node, ready)
+        return surprised
 
     async def read_records(self, placement: str, keys: list[str], r: int) -> list[list[Sibling]]:
         """The reconciled siblings of each key from R replicas; stale replicas get repaired."""
@@ -326,8 +372,11 @@ class Coordinator:
 
     async def scan_prefix(self, placement: str, prefix: str, r: int) -> dict[str, list[Sibling]]:
         """Every key under `prefix` on `placement`'s replicas, reconciled across R replies."""
-        nodes = [t.node for t in self.targets(placement)]
-        return await self._scan(nodes, prefix, r)
+        targets = self.targets(placement)
+        settled = self.settled_targets(placement, r) or []
+        groups = [frozenset(t.node for t in group) for group in (targets, settled) if group]
+        nodes = list(dict.fromkeys(t.node for t in [*targets, *settled]))
+        return await self._scan(nodes, prefix, r, groups)
 
     async def scan_everywhere(self, prefix: str, r: int) -> dict[str, list[Sibling]]:
         """Every key under `prefix` on every up peer, for records placed by their own key: each
@@ -335,9 +384,16 @@ class Coordinator:
         nodes = [n for n in sorted(self.cluster.ring().members) if self.cluster.is_up(n)]
         return await self._scan(nodes, prefix, max(1, len(nodes) - (self.settings.n - r)))
 
-    async def _scan(self, nodes: list[str], prefix: str, required: int) -> dict[str, list[Sibling]]:
+    async def _scan(
+        self,
+        nodes: list[str],
+        prefix: str,
+        required: int,
+        groups: list[frozenset[str]] | None = None,
+    ) -> dict[str, list[Sibling]]:
         calls = {node: self.call(node, "record.range", {"prefix": prefix}) for node in nodes}
-        tally = await QuorumCall(f"list {prefix!r}", calls, required).result()
+        tally = await QuorumCall(f"list {prefix!r}", calls, required, groups).result()
+        self._learned_readiness(tally)
         gathered: dict[str, list[list[Sibling]]] = {}
         for result in tally.results.values():
             for key, siblings in result["items"]:
@@ -383,8 +439,12 @@ class Coordinator:
             tried.append(f"{self.cluster.name_of(node)}: returned bytes that failed verification")
         raise Unavailable(f"block {block.hash} is on no reachable peer ({'; '.join(tried)})")
 
-    async def _write_blocks(self, body: BodyReader, w: int) -> tuple[list[Block], str, int]:
-        """Split `body` into blocks and store each; returns the blocks, the file hash, the size."""
+    async def _write_blocks(
+        self, body: BodyReader, w: int, pinned: list[str]
+    ) -> tuple[list[Block], str, int]:
+        """Split `body` into blocks and store each; returns the blocks, the file hash, the size.
+        Each block is pinned (appended to `pinned`) before it is sent; the caller releases the
+        pins once the manifest that references them is durable, or the write failed."""
         window = defer.DeferredSemaphore(BLOCK_WINDOW)
         file_hash = blake3.blake3()
         blocks: list[Block] = []
@@ -404,6 +464,8 @@ class Coordinator:
             file_hash.update(chunk)
             block_hash = blake3.blake3(chunk).hexdigest()
             blocks.append(Block(block_hash, len(chunk)))
+            self.pins.hold([block_hash])
+            pinned.append(block_hash)
             stored = defer.ensureDeferred(self.store_block(block_hash, chunk, w))
             stored.addErrback(lambda f: failures.append(f.value))
             stored.addBoth(lambda _: window.release())
@@ -429,8 +491,25 @@ class Coordinator:
 
         A new file gets `mode` (default 0644), `identity` as owner and its directory's group;
         missing directories above it are created. Rewriting a file keeps its owner and group,
-        and its mode unless the owner (or an admin) gives one.
+        and its mode unless the owner (or an admin) gives one. The file's blocks are pinned
+        against garbage collection from before each is sent until the manifest is durable.
         """
+        pinned: list[str] = []
+        try:
+            return await self._put_file(path, body, mode, context, w, identity, pinned)
+        finally:
+            self.pins.release(pinned)
+
+    async def _put_file(
+        self,
+        path: str,
+        body: BodyReader,
+        mode: int | None,
+        context: VectorClock | None,
+        w: int | None,
+        identity: Identity,
+        pinned: list[str],
+    ) -> dict[str, Any]:
         if path == ROOT:
             raise BadRequest("cannot write a file at the root directory")
         w = self._quorum(w, "w", self.settings.w)
@@ -464,7 +543,7 @@ class Coordinator:
             file_hash, size = blake3.blake3(head).hexdigest(), len(head)
         else:
             inline = None
-            blocks, file_hash, size = await self._write_blocks(PrefixedBody(head, body), w)
+            blocks, file_hash, size = await self._write_blocks(PrefixedBody(head, body), w, pinned)
         base = context if context is not None else context_of(current)
         clock = self.next_clock(base, current)
         manifest = Manifest(

@@ -36,6 +36,7 @@ from peer.record_writer import RecordWriter
 from peer.repair.antientropy import AntiEntropy
 from peer.repair.collector import GarbageCollector
 from peer.repair.handoff import HintedHandoff
+from peer.repair.rejoin import Rejoin
 from peer.repair.scrubber import Scrubber
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
@@ -44,6 +45,7 @@ from storage.datadir import DataDir, DataDirLocked
 log = logging.getLogger(__name__)
 
 HANDOFF_INTERVAL = 1.0
+REJOIN_INTERVAL = 1.0
 SCRUB_PAUSE = 10.0
 
 
@@ -68,6 +70,7 @@ class Node(service.MultiService):
         self.replica = Replica(
             self.datadir.blocks, self.datadir.records, run_in_thread, self.record_writer.put_many
         )
+        self.replica.state.verified = False  # until Rejoin has looked at the stored data
         self.gossip = GossipService(
             config.name,
             self.node_id,
@@ -101,11 +104,37 @@ class Node(service.MultiService):
             config.name,
             clock=reactor.seconds,
         )
+        self.collector = GarbageCollector(
+            self.coordinator,
+            self.replica,
+            run_in_thread,
+            time.time,
+            time.monotonic,
+            config.gc_grace,
+            config.horizon,
+        )
         self.handoff = HintedHandoff(
-            self.coordinator, self.datadir.blocks, self.datadir.records, run_in_thread
+            self.coordinator,
+            self.datadir.blocks,
+            self.datadir.records,
+            run_in_thread,
+            self.collector.gone,
         )
         self.anti_entropy = AntiEntropy(
-            self.coordinator, self.replica, run_in_thread, reactor.seconds
+            self.coordinator,
+            self.replica,
+            run_in_thread,
+            reactor.seconds,
+            lambda: (self.collector.state.accounted, self.collector.state.swept),
+            lambda reason: self.rejoin.stale(reason),
+        )
+        self.rejoin = Rejoin(
+            self.coordinator,
+            self.replica,
+            self.collector,
+            self.anti_entropy,
+            run_in_thread,
+            expects_peers=bool(config.join),
         )
         self.scrubber = Scrubber(
             self.coordinator,
@@ -113,9 +142,6 @@ class Node(service.MultiService):
             run_in_thread,
             lambda seconds: task.deferLater(reactor, seconds),
             config.scrub_rate,
-        )
-        self.collector = GarbageCollector(
-            self.coordinator, self.replica, self.handoff, run_in_thread, time.time, config.gc_grace
         )
         handlers = {
             **self.replica.handlers(),
@@ -137,6 +163,7 @@ class Node(service.MultiService):
         internet.TCPServer(config.port, self.rpc, interface=config.bind).setServiceParent(self)
         self.gossip.setServiceParent(self)
         for interval, job, what in (
+            (REJOIN_INTERVAL, self.rejoin.step, "rejoin"),
             (HANDOFF_INTERVAL, self.handoff.deliver, "hinted handoff"),
             (config.anti_entropy_interval, self.anti_entropy.run_round, "anti-entropy"),
             (config.gc_interval, self.collector.run_round, "garbage collection"),
@@ -222,8 +249,21 @@ class Node(service.MultiService):
                 "corrupt_blocks_found": scrub.corrupt,
                 "corrupt_blocks_repaired": scrub.repaired,
                 "gc_blocks_removed": gc.blocks_removed,
+                "gc_bytes_removed": gc.bytes_removed,
                 "gc_tombstones_purged": gc.tombstones_purged,
+                "gc_rounds": gc.rounds,
                 "gc_last_skip": gc.last_skip_reason,
+                "gc_generation": {
+                    "accounted": self.collector.state.accounted,
+                    "swept": self.collector.state.swept,
+                },
+                "known_peers_away": {
+                    self.collector.state.name_of(node): round(seconds, 1)
+                    for node, seconds in self.collector.state.away().items()
+                },
+                "peers_forgotten": gc.forgotten,
+                "hints_rehomed": self.handoff.rehomed,
+                "rejoin": self.rejoin.describe(),
             },
         }
 

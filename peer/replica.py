@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 
 from gossip.wire import Message, WireError
+from peer.pins import BlockActivity
 from peer.rpc import Handler, RpcError
 from storage.blocks import BlockCorrupt, BlockNotFound, BlockStore, HashMismatch
 from storage.records import RecordStore, Sibling
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 RunInThread = Callable[..., "defer.Deferred[Any]"]
 PutRecords = Callable[[list[tuple[str, Sibling]]], Awaitable[Any]]
 HINT_PREFIX = "h:"
+LOCAL_PREFIX = "l:"  # this peer's own bookkeeping: stays here, never replicated
 BLOCK_HINT = "b:"
 HINT_CLOCK = VectorClock({"hint": 1})
 MAX_BATCH_KEYS = 10_000
@@ -66,6 +69,27 @@ def parse_hint_key(hint: str) -> tuple[str, str]:
     return target, key
 
 
+@dataclass
+class ReplicaState:
+    """Whether this peer's store may answer for its share yet.
+
+    `verified`: its data was checked against the cluster's purge rounds (peer.repair.horizon),
+    or it is empty; until then data calls are refused, so data older than a purge it missed is
+    never served. `ready`: it holds its whole share; a joining or rebuilt peer pulls its share
+    from the others first, and reads do not count its answers until it has.
+    """
+
+    verified: bool = True
+    ready: bool = True
+
+
+class NotVerified(RpcError):
+    """A data call reached a peer whose store has not been checked against the cluster yet."""
+
+    def __init__(self) -> None:
+        super().__init__("starting", "this peer's data is being checked against the cluster")
+
+
 class Replica:
     """RPC handlers over one peer's block store and record store."""
 
@@ -82,10 +106,12 @@ class Replica:
         self.records = records
         self._run = run_in_thread
         self._put_records = put_records or (lambda items: run_in_thread(records.put_many, items))
+        self.state = ReplicaState()
+        self.activity = BlockActivity()
 
     def handlers(self) -> dict[str, Handler]:
-        """Method name -> handler, for the RPC server."""
-        return {
+        """Method name -> handler, for the RPC server; data calls wait for verification."""
+        methods: dict[str, Handler] = {
             "block.has": self.block_has,
             "block.put": self.block_put,
             "block.get": self.block_get,
@@ -93,9 +119,26 @@ class Replica:
             "record.put": self.record_put,
             "record.range": self.record_range,
         }
+        return {name: self.verified_only(handler) for name, handler in methods.items()}
+
+    def verified_only(self, handler: Handler) -> Handler:
+        """`handler`, refused (NotVerified) until this peer's data was verified."""
+
+        async def checked(message: Message) -> dict[str, Any]:
+            if not self.state.verified:
+                raise NotVerified()
+            return await handler(message)
+
+        return checked
+
+    async def store_block(self, data: bytes, block: str) -> None:
+        """Store a block here durably, noted first for garbage collection (peer.pins)."""
+        self.activity.note([block])
+        await self._run(self.blocks.put, data, block)
 
     async def block_has(self, message: Message) -> dict[str, Any]:
         hashes = _string_list(message, "hashes")
+        self.activity.note(hashes)  # a writer asking may reference them instead of sending
         have = await self._run(lambda: [self._has(h) for h in hashes])
         return {"have": have}
 
@@ -112,7 +155,7 @@ class Replica:
         data = message.field("data", bytes)
         hint_for = message.field("hint_for", str, default=None)
         try:
-            await self._run(self.blocks.put, data, block)
+            await self.store_block(data, block)
         except HashMismatch as e:
             raise RpcError("hash_mismatch", str(e)) from None
         except ValueError as e:
@@ -142,7 +185,10 @@ class Replica:
             found = await self._run(lambda: [self.records.get(key) for key in keys])
         else:
             found = [self.records.get(key) for key in keys]
-        return {"records": [[sibling_to_wire(s) for s in siblings] for siblings in found]}
+        return {
+            "records": [[sibling_to_wire(s) for s in siblings] for siblings in found],
+            "ready": self.state.ready,
+        }
 
     async def record_put(self, message: Message) -> dict[str, Any]:
         """Store [key, sibling, hint_for] items durably; a hinted item also records its hint."""
@@ -177,7 +223,7 @@ class Replica:
                 for key, siblings in self.records.range(prefix, end)
             ]
 
-        return {"items": await self._run(scan)}
+        return {"items": await self._run(scan), "ready": self.state.ready}
 
 
 def _hint() -> Sibling:

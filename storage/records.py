@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -215,6 +215,26 @@ class RecordStore:
         with self._lock:
             cursor = self._conn().execute("DELETE FROM records WHERE key = ?", (key,))
             return cursor.rowcount > 0
+
+    def delete_if(self, key: str, still: Callable[[list[Sibling]], bool]) -> bool:
+        """Purge `key` durably only if `still(its current siblings)` holds, checked and deleted
+        atomically: a write that lands after a remote check is never erased by the delete the
+        check decided on. False if it was absent or `still` said no."""
+        _check_key(key)
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._load(db, key)
+                deleted = bool(current) and still(current)
+                if deleted:
+                    db.execute("DELETE FROM records WHERE key = ?", (key,))
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return deleted
 
     def range(self, start: str = "", end: str | None = None) -> Iterator[tuple[str, list[Sibling]]]:
         """Keys in [start, end) ascending with their siblings, read a page at a time.

@@ -49,12 +49,15 @@ class SimNetwork:
     handlers: dict[str, dict[str, Handler]] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
+    names: dict[str, str] = field(default_factory=dict)  # node id -> name (default: the id)
     calls: list[tuple[str, str]] = field(default_factory=list)
     add_peer: Callable[[str], Coordinator] | None = None
 
     def members(self) -> list[MemberInfo]:
         return [
-            MemberInfo(node, node, state, 1, ("127.0.0.1", 1), ("127.0.0.1", 2), 1, 0.0)
+            MemberInfo(
+                self.names.get(node, node), node, state, 1, ("127.0.0.1", 1), ("127.0.0.1", 2), 1, 0.0
+            )
             for node, state in self.states.items()
         ]
 

@@ -8,9 +8,17 @@ with the buckets that differ; only those buckets' items travel, both ways. A pee
 placement view ignores peers dead for longer than the re-replication delay, so their share
 gets new homes and the exchanges between the new and the surviving homes copy it there.
 
-Handing data over: items this peer holds but is no longer a home of (after a join, or after
-a stand-in's hint was delivered) are deleted only once every one of their N homes is up and
-confirms it holds them (records: siblings that descend ours; blocks: a stored copy).
+Handing data over: items this peer holds but is no longer a home of (after a join, a leave, or
+after a stand-in's hint was delivered) are sent to every one of their N homes that lacks them,
+and deleted here only once every home is up and confirms it holds them (records: siblings that
+descend ours; blocks: a stored copy), and only if nothing was written here since that check.
+
+Filling a new home: a peer that joined empty or was rebuilt pulls, from every other peer, every
+item that peer holds of which it is now a home (`ae.pull`), before it counts as ready
+(peer.repair.rejoin).
+
+Every exchange compares the two peers' collection rounds (peer.repair.horizon): a peer whose data
+predates a sweep it missed is refused, and it rebuilds itself when it learns so.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from peer.quorum import missing_siblings
 from peer.repair.digest import BUCKETS, DigestTree, record_digest, shared_homes
 from peer.replica import (
     HINT_PREFIX,
+    LOCAL_PREFIX,
     Replica,
     RunInThread,
     sibling_to_wire,
@@ -42,11 +51,15 @@ RECORDS = "records"
 BLOCKS = "blocks"
 HANDOVER_BATCH = 200
 MAX_EXCHANGE_ITEMS = 5_000
+PULL_PAGE = 500
+PULL_SCAN = 5_000  # items looked at per ae.pull call, whatever it finds
+STALE = "stale"
 
 
 def placement_of(key: str) -> str | None:
-    """The ring key a record is placed by; None for records that stay local (hints)."""
-    if key.startswith(HINT_PREFIX):
+    """The ring key a record is placed by; None for records that stay local (hints, this
+    peer's own bookkeeping)."""
+    if key.startswith((HINT_PREFIX, LOCAL_PREFIX)):
         return None
     if key.startswith("f:"):
         return key[2:]
@@ -91,11 +104,17 @@ class AntiEntropy:
         replica: Replica,
         run_in_thread: RunInThread,
         clock: Callable[[], float],
+        rounds: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        on_stale: Callable[[str], Any] = lambda reason: None,
     ) -> None:
+        """`rounds` gives this peer's (accounted, swept) collection rounds; `on_stale` is told
+        when a partner shows this peer's data predates a sweep it missed."""
         self._coordinator = coordinator
         self._replica = replica
         self._run = run_in_thread
         self._now = clock
+        self._rounds = rounds
+        self._on_stale = on_stale
         self._turn = 0
         self._running = False
         self.counters = RepairCounters()
@@ -106,11 +125,13 @@ class AntiEntropy:
 
     def handlers(self) -> dict[str, Handler]:
         """The RPC methods partners call."""
-        return {
+        served = {
             "ae.digest": self._serve_digest,
             "ae.records": self._serve_records,
             "ae.blocks": self._serve_blocks,
+            "ae.pull": self._serve_pull,
         }
+        return {name: self._replica.verified_only(handler) for name, handler in served.items()}
 
     # -- scanning (in a thread; the ring is an immutable snapshot) ---------------------------
 
@@ -180,9 +201,19 @@ class AntiEntropy:
     async def _exchange(self, kind: str, partner: str, scan: _Scan) -> None:
         digests = scan.tree.digests()
         self.counters.digest_bytes += BUCKETS * 32
-        reply = await self._coordinator.call(
-            partner, "ae.digest", {"kind": kind, "partner": self._me, "digests": digests}
-        )
+        accounted, swept = self._rounds()
+        try:
+            reply = await self._coordinator.call(
+                partner,
+                "ae.digest",
+                {"kind": kind, "partner": self._me, "digests": digests, "accounted": accounted},
+            )
+        except RpcError as e:
+            if e.code == STALE:
+                self._on_stale(f"{self._coordinator.cluster.name_of(partner)}: {e.message}")
+            raise
+        if int(reply.get("accounted", swept)) < swept:
+            raise RpcError(STALE, "the partner's data predates a sweep it missed")
         differ = [b for b in reply["differ"] if isinstance(b, int) and 0 <= b < BUCKETS]
         if not differ:
             return
@@ -206,7 +237,7 @@ class AntiEntropy:
             reply = await self._coordinator.call(partner, "block.get", {"hash": block})
             data = reply.get("data")
             if isinstance(data, bytes):
-                await self._run(self._replica.blocks.put, data, block)
+                await self._replica.store_block(data, block)
                 self.counters.blocks_pulled += 1
                 self.counters.bytes_moved += len(data)
         for block in sorted(mine - theirs):
@@ -243,31 +274,46 @@ class AntiEntropy:
     async def _hand_over(
         self, kind: str, orphans: list[str], ring: HashRing, n: int, up: set[str]
     ) -> None:
-        confirmed = []
+        """Give each orphan's homes what they lack, then drop it here once all hold it."""
         for key in orphans:
             homes = ring.preference(key if kind == BLOCKS else placement_of(key) or key, n)
             if len(homes) < n or not set(homes) <= up:
                 continue
-            if await self._all_homes_hold(kind, key, homes):
-                confirmed.append(key)
-        if confirmed:
-            delete = self._replica.blocks.delete if kind == BLOCKS else self._replica.records.delete
-            await self._run(lambda: [delete(key) for key in confirmed])
-            self.counters.handed_over += len(confirmed)
+            if kind == BLOCKS:
+                handed = await self._hand_over_block(key, homes)
+            else:
+                handed = await self._hand_over_record(key, homes)
+            self.counters.handed_over += handed
 
-    async def _all_homes_hold(self, kind: str, key: str, homes: list[str]) -> bool:
-        if kind == BLOCKS:
+    async def _hand_over_block(self, block: str, homes: list[str]) -> bool:
+        mark = self._replica.activity.mark()
+        try:
             for home in homes:
-                reply = await self._coordinator.call(home, "block.has", {"hashes": [key]})
-                if reply.get("have") != [True]:
-                    return False
-            return True
+                reply = await self._coordinator.call(home, "block.has", {"hashes": [block]})
+                if reply.get("have") == [True]:
+                    continue
+                try:
+                    data = await self._run(self._replica.blocks.get, block)
+                except BlockError:
+                    return False  # unreadable here: the homes get it from elsewhere
+                await self._coordinator.call(home, "block.put", {"hash": block, "data": data})
+            activity, blocks = self._replica.activity, self._replica.blocks
+            return await self._run(activity.delete_unless_noted, block, mark, blocks.delete)
+        finally:
+            self._replica.activity.done(mark)
+
+    async def _hand_over_record(self, key: str, homes: list[str]) -> bool:
         mine = await self._run(self._replica.records.get, key)
+        if not mine:
+            return False
         for home in homes:
             reply = await self._coordinator.call(home, "record.get", {"keys": [key]})
-            if missing_siblings(siblings_from_wire(reply["records"][0]), mine):
-                return False
-        return True
+            missing = missing_siblings(siblings_from_wire(reply["records"][0]), mine)
+            if missing:
+                items = [[key, sibling_to_wire(s), None] for s in missing]
+                await self._coordinator.call(home, "record.put", {"items": items})
+        # Only if nothing was written here since `mine` was read: a newer write stays.
+        return await self._run(self._replica.records.delete_if, key, mine.__eq__)
 
     # -- partner side ------------------------------------------------------------------------
 
@@ -276,10 +322,17 @@ class AntiEntropy:
         digests = message.field("digests", list)
         if len(digests) != BUCKETS or not all(isinstance(d, bytes) for d in digests):
             raise WireError(f"ae.digest: digests must be {BUCKETS} byte strings")
+        accounted, swept = self._rounds()
+        if message.field("accounted", int, default=swept) < swept:
+            raise RpcError(
+                STALE,
+                f"your data was last accounted for in collection round "
+                f"{message.field('accounted', int)}, before round {swept} was swept: rebuild",
+            )
         ring, n, up = self._ring()
         scan = await self._run(self._scan, kind, partner, ring, n, up)
         self.counters.digest_bytes += BUCKETS * 32
-        return {"differ": scan.tree.differing(digests)}
+        return {"differ": scan.tree.differing(digests), "accounted": accounted}
 
     async def _serve_records(self, message: Message) -> dict[str, Any]:
         _, partner = self._kind_and_partner(message, kind=RECORDS)
@@ -299,6 +352,71 @@ class AntiEntropy:
         ring, n, up = self._ring()
         scan = await self._run(self._scan, BLOCKS, partner, ring, n, up)
         return {"hashes": scan.tree.keys_in(buckets)[:MAX_EXCHANGE_ITEMS]}
+
+    async def _serve_pull(self, message: Message) -> dict[str, Any]:
+        """A page of the items held here of which the partner is a home (records with their
+        siblings, blocks by hash), in key order after `after`; `next` is None at the end."""
+        kind, partner = self._kind_and_partner(message)
+        after = message.field("after", str, default="")
+        ring, n, _ = self._ring()
+
+        def page() -> tuple[list[Any], str | None]:
+            found: list[Any] = []
+            last = None
+            for scanned, (key, item, placement) in enumerate(self._items_after(kind, after)):
+                if scanned >= PULL_SCAN or len(found) >= PULL_PAGE:
+                    return found, last
+                last = key
+                if partner in ring.preference(placement, n):
+                    found.append(item)
+            return found, None
+
+        items, following = await self._run(page)
+        return {"items": items, "next": following}
+
+    def _items_after(self, kind: str, after: str) -> Iterator[tuple[str, Any, str]]:
+        """(key, what a pull sends of it, placement) of every replicated local item after
+        `after`, in key order."""
+        if kind == RECORDS:
+            for key, siblings in self._replica.records.range(after + "\0" if after else ""):
+                placement = placement_of(key)
+                if placement is not None and siblings:
+                    yield key, [key, [sibling_to_wire(s) for s in siblings]], placement
+        else:
+            for block in sorted(b for b in self._replica.blocks.hashes() if b > after):
+                yield block, block, block
+
+    async def pull_share(self, partner: str) -> int:
+        """Pull from `partner` every item it holds of which this peer is a home and that this
+        peer lacks (a joining or rebuilt peer filling its share); returns the items stored."""
+        stored = 0
+        for kind in (RECORDS, BLOCKS):
+            after = ""
+            while True:
+                args = {"kind": kind, "partner": self._me, "after": after}
+                reply = await self._coordinator.call(partner, "ae.pull", args)
+                items = reply["items"]
+                if kind == RECORDS:
+                    received = await self._run(self._merge, items)
+                    self.counters.records_received += received
+                    stored += received
+                else:
+                    stored += await self._pull_blocks(partner, items)
+                following = reply.get("next")
+                if following is None:
+                    break
+                if not isinstance(following, str) or following <= after:
+                    raise WireError("ae.pull: next must be a key after the last one")
+                after = following
+        return stored
+
+    async def _pull_blocks(self, partner: str, hashes: Any) -> int:
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise WireError("ae.pull: block items must be hashes")
+        have = await self._run(lambda: [self._replica.blocks.has(h) for h in hashes])
+        lacking = {h for h, got in zip(hashes, have, strict=True) if not got}
+        await self._sync_blocks(partner, set(), lacking)
+        return have.count(False)
 
     def _kind_and_partner(self, message: Message, kind: str | None = None) -> tuple[str, str]:
         kind = kind or message.field("kind", str)

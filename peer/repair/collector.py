@@ -1,34 +1,59 @@
-"""Garbage collection: blocks no manifest references, and tombstones every replica holds.
+"""Garbage collection: blocks no manifest references, and tombstones every peer holds.
 
-Blocks are placed by hash and manifests by path, so no single peer knows every reference: a
-collection round asks every peer on the ring for the blocks its manifests reference (every
-version, siblings included) and runs only when all of them are alive and answer. A block is
-removed only if nobody references it and it was not put or deduplicated against (touched)
-within the grace period, which covers writes in flight: their blocks land before their
-manifest. A tombstone is purged when no hints are pending anywhere and every peer holds it (or
-nothing) for that key, so no replica and no stand-in can bring the deleted value back.
+Blocks are placed by hash and manifests by path, so no single peer knows every reference, and
+anti-entropy would copy back whatever one peer removed while another still held it. So a round
+is cluster-wide: the peer that runs it asks every peer, in phases, and then every peer sweeps at
+once (`gc.sweep`).
+
+A round runs only when every peer that could bring purged data back answers: every peer known
+to any of them (peer.repair.horizon), including those that left or died, until they have been
+away longer than the horizon. Its phases:
+
+0. `gc.generation`: every peer's round numbers; a peer whose data predates the last sweep is
+   being rebuilt, and the round waits for it.
+1. `gc.begin`: every peer records, durably, that its data is accounted for in this round, takes
+   a mark of its block activity (peer.pins) and returns the blocks its writes in progress pin
+   and the peers it knows.
+2. `gc.refs`: every peer returns the blocks its manifests reference (every version, siblings
+   included). Pins were read before any reference, so a write's blocks are pinned or referenced.
+3. The runner checks its own tombstones against every peer (`record.get`): a tombstone is purged
+   only where every peer holds it or nothing for that key.
+4. `gc.sweep`: every peer removes the blocks neither referenced nor pinned and not stored or
+   touched since its mark (and older than `--gc-grace`, a courtesy: safety does not depend on
+   it), and purges those tombstones if it still holds nothing newer (a conditional delete).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gossip.wire import Message, WireError
+from peer.cluster import UP_STATES
 from peer.coordinator import Coordinator
 from peer.manifest import Manifest
 from peer.quorum import missing_siblings
 from peer.repair.antientropy import placement_of
-from peer.repair.handoff import HintedHandoff
-from peer.replica import Replica, RunInThread, siblings_from_wire
+from peer.repair.horizon import HorizonState, Seen
+from peer.replica import (
+    LOCAL_PREFIX,
+    Replica,
+    RunInThread,
+    sibling_to_wire,
+    siblings_from_wire,
+)
 from peer.rpc import Handler, RpcError
 from storage.records import Sibling
+from storage.vclock import VectorClock
 
 log = logging.getLogger(__name__)
 
 PURGE_BATCH = 500
+MAX_KEEP = 1_000_000
+HORIZON_KEY = LOCAL_PREFIX + "horizon"
 
 
 @dataclass
@@ -40,32 +65,222 @@ class CollectorCounters:
     blocks_removed: int = 0
     bytes_removed: int = 0
     tombstones_purged: int = 0
+    forgotten: int = 0
     last_skip_reason: str = ""
 
 
 class GarbageCollector:
-    """Runs collection rounds and answers other peers' `gc.state` calls."""
+    """Runs cluster-wide collection rounds, answers other runners' phases, and keeps this peer's
+    horizon state (known peers, round numbers)."""
 
     def __init__(
         self,
         coordinator: Coordinator,
         replica: Replica,
-        handoff: HintedHandoff,
         run_in_thread: RunInThread,
         wall_clock: Callable[[], float],
+        monotonic: Callable[[], float],
         grace: float,
+        horizon: float,
     ) -> None:
         self._coordinator = coordinator
         self._replica = replica
-        self._handoff = handoff
         self._run = run_in_thread
         self._wall_clock = wall_clock
+        self._monotonic = monotonic
         self._grace = grace
+        self._horizon = horizon
+        self.state = HorizonState()
+        self._loaded = False
+        self._observed_at: float | None = None
+        self._marks: dict[str, int] = {}
+        self._rounds = itertools.count(1)
         self.counters = CollectorCounters()
 
     def handlers(self) -> dict[str, Handler]:
         """The RPC methods other collectors call."""
-        return {"gc.state": self._serve_state}
+        return {
+            "gc.generation": self._serve_generation,
+            "gc.begin": self._serve_begin,
+            "gc.refs": self._serve_refs,
+            "gc.sweep": self._serve_sweep,
+        }
+
+    # -- horizon state ---------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read this peer's horizon state from its record store (a fresh one when absent)."""
+        siblings = await self._run(self._replica.records.get, HORIZON_KEY)
+        if siblings and siblings[-1].value is not None:
+            self.state = HorizonState.decode(siblings[-1].value)
+        self._loaded = True
+
+    async def save(self) -> None:
+        """Persist the horizon state durably (a local record: never replicated)."""
+        if not self._loaded:
+            raise RpcError("starting", "the horizon state is not loaded yet")
+
+        def write() -> None:
+            records = self._replica.records
+            stored = records.get(HORIZON_KEY)
+            counter = max((s.clock.entries.get("local", 0) for s in stored), default=0)
+            clock = VectorClock({"local": counter + 1})
+            records.put(HORIZON_KEY, Sibling(clock, self.state.encode()))
+
+        await self._run(write)
+
+    def gone(self, node_id: str) -> bool:
+        """Whether `node_id` will never come back with its data: forgotten and off the ring."""
+        cluster = self._coordinator.cluster
+        return node_id not in self.state.known and node_id not in cluster.ring().members
+
+    async def observe(self) -> None:
+        """Bring the known peers up to date with gossip (absences counted on the monotonic
+        clock), forgetting those past the horizon or superseded."""
+        now = self._monotonic()
+        elapsed = 0.0 if self._observed_at is None else max(0.0, now - self._observed_at)
+        self._observed_at = now
+        cluster = self._coordinator.cluster
+        seen = [
+            Seen(node, info.name, node == cluster.self_id or info.state in UP_STATES)
+            for node, info in cluster.peers().items()
+        ]
+        for forgotten in self.state.observe(seen, elapsed, self._horizon):
+            self.counters.forgotten += 1
+            log.warning(
+                "forgetting peer %s (%s): %s; if it returns it is rebuilt from the others",
+                forgotten.name,
+                forgotten.node_id,
+                forgotten.reason,
+            )
+        await self.save()
+
+    # -- a round ---------------------------------------------------------------------------
+
+    async def run_round(self) -> None:
+        """One cluster-wide collection: skipped (with the reason kept) unless every known peer
+        answers every phase."""
+        if not self._loaded:
+            return self._skip("this peer is starting")
+        await self.observe()
+        if not self._replica.state.verified:
+            return self._skip("this peer's data is still being checked against the cluster")
+        cluster = self._coordinator.cluster
+        away = self.state.away()
+        if away:
+            names = ", ".join(
+                f"{self.state.name_of(n)} ({s:.0f} s of {self._horizon:g} s)"
+                for n, s in sorted(away.items())
+            )
+            return self._skip(f"known peers away: {names}")
+        members = sorted(self.state.known)
+        try:
+            generations = [await self._ask(m, "gc.generation", {}) for m in members]
+            swept = max(int(g["swept"]) for g in generations)
+            stale = [
+                cluster.name_of(m)
+                for m, g in zip(members, generations, strict=True)
+                if int(g["accounted"]) < swept
+            ]
+            if stale:
+                return self._skip(f"being rebuilt after missing a sweep: {', '.join(stale)}")
+            round_id = f"{cluster.self_id}:{next(self._rounds)}"
+            begin = {"round": round_id, "proposal": swept + 1}
+            keep: set[str] = set()
+            known: set[str] = set()
+            for member in members:
+                reply = await self._ask(member, "gc.begin", begin)
+                keep.update(_strings(reply["pins"], "pins"))
+                known.update(_strings(reply["known"], "known"))
+            unheard = known - set(members)
+            if unheard:
+                names = ", ".join(sorted(self.state.name_of(n) for n in unheard))
+                return self._skip(f"peers known to others have not answered: {names}")
+            for member in members:
+                reply = await self._ask(member, "gc.refs", {"round": round_id})
+                keep.update(_strings(reply["references"], "references"))
+            tombstones = await self._purgeable(members)
+            sweep = {
+                "round": round_id,
+                "generation": swept + 1,
+                "keep": sorted(keep),
+                "tombstones": [[k, [sibling_to_wire(s) for s in v]] for k, v in tombstones],
+            }
+            for member in members:
+                reply = await self._ask(member, "gc.sweep", sweep)
+                self.counters.blocks_removed += int(reply["removed"])
+                self.counters.bytes_removed += int(reply["bytes"])
+                self.counters.tombstones_purged += int(reply["purged"])
+        except (RpcError, WireError, KeyError, TypeError, ValueError) as e:
+            return self._skip(f"a peer did not answer: {e}")
+        self.counters.rounds += 1
+
+    async def _ask(self, member: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if member == self._coordinator.cluster.self_id:
+            return await self.handlers()[method](Message(method, args))
+        return await self._coordinator.call(member, method, args)
+
+    def _skip(self, reason: str) -> None:
+        self.counters.skipped += 1
+        self.counters.last_skip_reason = reason
+
+    async def _purgeable(self, members: list[str]) -> list[tuple[str, list[Sibling]]]:
+        """This peer's tombstones that no peer could undo: every member (not only the homes: a
+        stand-in may hold a version it took for a down home) holds the tombstone or nothing."""
+
+        def tombstoned() -> list[tuple[str, list[Sibling]]]:
+            return [
+                (key, siblings)
+                for key, siblings in self._replica.records.range()
+                if placement_of(key) is not None and siblings and all(s.tombstone for s in siblings)
+            ][:PURGE_BATCH]
+
+        candidates = await self._run(tombstoned)
+        if not candidates:
+            return []
+        keys = [key for key, _ in candidates]
+        others = [m for m in members if m != self._coordinator.cluster.self_id]
+        held = []
+        for member in others:
+            reply = await self._coordinator.call(member, "record.get", {"keys": keys})
+            held.append([siblings_from_wire(raw) for raw in reply["records"]])
+        return [
+            (key, mine)
+            for index, (key, mine) in enumerate(candidates)
+            if all(undoes_nothing(theirs[index], mine) for theirs in held)
+        ]
+
+    # -- the phases, served ----------------------------------------------------------------
+
+    async def _serve_generation(self, message: Message) -> dict[str, Any]:
+        if not self._loaded:
+            raise RpcError("starting", "the horizon state is not loaded yet")
+        return {"accounted": self.state.accounted, "swept": self.state.swept}
+
+    async def _serve_begin(self, message: Message) -> dict[str, Any]:
+        round_id = message.field("round", str)
+        proposal = message.field("proposal", int)
+        if not self._replica.state.verified:
+            raise RpcError("starting", "this peer's data is still being checked")
+        if not self.state.swept < proposal <= self.state.accounted + 1:
+            raise RpcError(
+                "bad_round",
+                f"round {proposal} does not follow this peer's rounds "
+                f"(accounted {self.state.accounted}, swept {self.state.swept})",
+            )
+        if proposal > self.state.accounted:
+            self.state.accounted = proposal
+            await self.save()
+        if round_id not in self._marks:
+            self._marks[round_id] = self._replica.activity.mark()
+        return {
+            "pins": sorted(self._coordinator.pins.held()),
+            "known": sorted(self.state.known),
+        }
+
+    async def _serve_refs(self, message: Message) -> dict[str, Any]:
+        referenced = await self._run(self._referenced)
+        return {"references": sorted(referenced)}
 
     def _referenced(self) -> set[str]:
         """Block hashes referenced by any version of any manifest stored here."""
@@ -82,94 +297,70 @@ class GarbageCollector:
                 referenced.update(block.hash for block in manifest.blocks)
         return referenced
 
-    async def _serve_state(self, message: Message) -> dict[str, Any]:
-        referenced = await self._run(self._referenced)
-        return {"references": sorted(referenced), "hints": self._handoff.pending}
-
-    async def run_round(self) -> None:
-        """One collection: skipped (with the reason kept) unless every peer answers."""
-        cluster = self._coordinator.cluster
-        members = sorted(cluster.ring().members)
-        states = {cluster.name_of(m): cluster.peers().get(m) for m in members}
-        not_alive = [
-            name
-            for name, info in states.items()
-            if info is None or (info.state != "alive" and info.node_id != cluster.self_id)
-        ]
-        if not_alive:
-            return self._skip(f"peers not alive: {', '.join(sorted(not_alive))}")
-        referenced: set[str] = set()
-        hints = 0
-        for member in members:
+    async def _serve_sweep(self, message: Message) -> dict[str, Any]:
+        round_id = message.field("round", str)
+        generation = message.field("generation", int)
+        keep = set(_strings(message.field("keep", list), "keep", MAX_KEEP))
+        tombstones = message.field("tombstones", list)
+        if len(tombstones) > PURGE_BATCH:
+            raise WireError(f"gc.sweep: at most {PURGE_BATCH} tombstones")
+        purge = []
+        for raw in tombstones:
+            if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[0], str):
+                raise WireError("gc.sweep: each tombstone must be [key, siblings]")
+            siblings = siblings_from_wire(raw[1])
+            tombstones_only = bool(siblings) and all(s.tombstone for s in siblings)
+            if placement_of(raw[0]) is None or not tombstones_only:
+                raise WireError("gc.sweep: only tombstones of replicated keys are purged")
+            purge.append((raw[0], siblings))
+        mark = self._marks.pop(round_id, None)
+        if generation > self.state.swept:
+            self.state.swept = generation
+            await self.save()
+        removed = size = 0
+        if mark is not None:
             try:
-                if member == cluster.self_id:
-                    reply = await self._serve_state(Message("gc.state", {}))
-                else:
-                    reply = await self._coordinator.call(member, "gc.state", {})
-            except (RpcError, WireError, ValueError) as e:
-                return self._skip(f"{cluster.name_of(member)} did not answer: {e}")
-            referenced.update(h for h in reply["references"] if isinstance(h, str))
-            hints += int(reply["hints"])
-        removed, size = await self._run(self._remove_unreferenced, referenced)
-        self.counters.blocks_removed += removed
-        self.counters.bytes_removed += size
-        if hints == 0:
-            await self._purge_tombstones(members)
-        self.counters.rounds += 1
+                removed, size = await self._run(self._remove_unreferenced, keep, mark)
+            finally:
+                self._replica.activity.done(mark)
+        purged = await self._run(self._purge, purge)
+        return {"removed": removed, "bytes": size, "purged": purged}
 
-    def _skip(self, reason: str) -> None:
-        self.counters.skipped += 1
-        self.counters.last_skip_reason = reason
-
-    def _remove_unreferenced(self, referenced: set[str]) -> tuple[int, int]:
+    def _remove_unreferenced(self, keep: set[str], mark: int) -> tuple[int, int]:
         blocks = self._replica.blocks
         cutoff = self._wall_clock() - self._grace
         removed = size = 0
         for block in list(blocks.hashes()):
-            if block in referenced:
+            if block in keep:
                 continue
             used = blocks.last_used(block)
             if used is None or used > cutoff:
                 continue
             length = blocks.size(block) or 0
-            if blocks.delete(block):
+            if self._replica.activity.delete_unless_noted(block, mark, blocks.delete):
                 removed += 1
                 size += length
         return removed, size
 
-    async def _purge_tombstones(self, members: list[str]) -> None:
-        """Purge local tombstones that no peer could undo: every member (not only the homes: a
-        stand-in may still hold a version it took for a down home) holds the tombstone or
-        nothing for that key."""
-
-        def tombstoned() -> list[tuple[str, list[Sibling]]]:
-            return [
-                (key, siblings)
-                for key, siblings in self._replica.records.range()
-                if placement_of(key) is not None and siblings and all(s.tombstone for s in siblings)
-            ][:PURGE_BATCH]
-
-        candidates = await self._run(tombstoned)
-        if not candidates:
-            return
-        keys = [key for key, _ in candidates]
-        held: dict[str, list[list[Sibling]]] = {}
-        for member in members:
-            if member == self._coordinator.cluster.self_id:
-                continue
-            try:
-                reply = await self._coordinator.call(member, "record.get", {"keys": keys})
-            except (RpcError, WireError):
-                return
-            held[member] = [siblings_from_wire(raw) for raw in reply["records"]]
-        for index, (key, mine) in enumerate(candidates):
-            if all(_undoes_nothing(theirs[index], mine) for theirs in held.values()):
-                await self._run(self._replica.records.delete, key)
-                self.counters.tombstones_purged += 1
+    def _purge(self, tombstones: list[tuple[str, list[Sibling]]]) -> int:
+        records = self._replica.records
+        return sum(
+            1
+            for key, mine in tombstones
+            if records.delete_if(key, lambda current, mine=mine: undoes_nothing(current, mine))
+        )
 
 
-def _undoes_nothing(theirs: list[Sibling], mine: list[Sibling]) -> bool:
+def undoes_nothing(theirs: list[Sibling], mine: list[Sibling]) -> bool:
     """Whether a peer holding `theirs` could not bring back what `mine` (tombstones) deleted."""
     if not theirs:
         return True
     return all(s.tombstone for s in theirs) and not missing_siblings(theirs, mine)
+
+
+def _strings(value: Any, name: str, limit: int = MAX_KEEP) -> list[str]:
+    if not isinstance(value, list) or len(value) > limit:
+        raise WireError(f"gc: {name} must be a list of at most {limit} strings")
+    if not all(isinstance(v, str) and len(v) <= 128 for v in value):
+        raise WireError(f"gc: {name} must hold short strings")
+    return value

@@ -4,15 +4,22 @@ A stand-in keeps, beside the data, a hint record naming the home and the key (or
 delivery round looks at the hints, and for every home that gossip says is up, sends it the
 current local siblings of each hinted record and each hinted block; a hint is removed only after
 the home acknowledged the data durably.
+
+A home that will never come back (forgotten past the horizon, or superseded by a new node id
+under its name: a replaced disk) cannot take its hints: they are re-homed instead, i.e. the
+data goes to the key's current homes that are up, and then the hint is dropped. Nothing waits
+on a hint forever.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from peer.coordinator import Coordinator
+from peer.repair.antientropy import placement_of
 from peer.replica import BLOCK_HINT, HINT_PREFIX, RunInThread, parse_hint_key, sibling_to_wire
 from peer.rpc import RpcError
 from storage.blocks import BlockError, BlockStore
@@ -32,13 +39,17 @@ class HintedHandoff:
         blocks: BlockStore,
         records: RecordStore,
         run_in_thread: RunInThread,
+        gone: Callable[[str], bool] = lambda node_id: False,
     ) -> None:
+        """`gone(node_id)`: whether that home will never come back (peer.repair.collector)."""
         self._coordinator = coordinator
         self._blocks = blocks
         self._records = records
         self._run = run_in_thread
+        self._gone = gone
         self._running = False
         self.delivered = 0
+        self.rehomed = 0
         self.pending = 0
 
     async def deliver(self) -> int:
@@ -56,10 +67,11 @@ class HintedHandoff:
             delivered = 0
             cluster = self._coordinator.cluster
             for home, pending in by_home.items():
-                if home == cluster.self_id or not cluster.is_up(home):
-                    continue
                 try:
-                    delivered += await self._deliver_to(home, pending)
+                    if home == cluster.self_id or self._gone(home):
+                        delivered += await self._rehome(home, pending)
+                    elif cluster.is_up(home):
+                        delivered += await self._deliver_to(home, pending)
                 except RpcError as e:
                     log.info("hinted handoff to %s deferred: %s", cluster.name_of(home), e)
             self.delivered += delivered
@@ -68,7 +80,9 @@ class HintedHandoff:
         finally:
             self._running = False
 
-    async def _deliver_to(self, home: str, pending: list[tuple[str, str]]) -> int:
+    async def _deliver_to(
+        self, home: str, pending: list[tuple[str, str]], keep_hint: bool = False
+    ) -> int:
         records = [(hint, key) for hint, key in pending if not key.startswith(BLOCK_HINT)]
         blocks = [
             (hint, key[len(BLOCK_HINT) :]) for hint, key in pending if key.startswith(BLOCK_HINT)
@@ -80,13 +94,33 @@ class HintedHandoff:
                 log.warning("hinted block %s cannot be handed over: %s", block, e)
             else:
                 await self._coordinator.call(home, "block.put", {"hash": block, "data": data})
-            await self._run(self._records.delete, hint)
+            if not keep_hint:
+                await self._run(self._records.delete, hint)
         for start in range(0, len(records), BATCH):
             batch = records[start : start + BATCH]
             items = await self._run(self._current_items, [key for _, key in batch])
             if items:
                 await self._coordinator.call(home, "record.put", {"items": items})
-            await self._run(self._delete_all, [hint for hint, _ in batch])
+            if not keep_hint:
+                await self._run(self._delete_all, [hint for hint, _ in batch])
+        return len(pending)
+
+    async def _rehome(self, home: str, pending: list[tuple[str, str]]) -> int:
+        """Hand hints for a home that is gone (or is this peer) to the keys' current homes."""
+        cluster = self._coordinator.cluster
+        if home != cluster.self_id:
+            log.warning(
+                "re-homing %d hints for %s: it will not come back", len(pending), home
+            )
+        for hint, key in pending:
+            block = key[len(BLOCK_HINT) :] if key.startswith(BLOCK_HINT) else None
+            homes = self._coordinator.homes(block or placement_of(key) or key)
+            for node in homes:
+                if node == cluster.self_id or not cluster.is_up(node):
+                    continue
+                await self._deliver_to(node, [(hint, key)], keep_hint=True)
+            await self._run(self._records.delete, hint)
+        self.rehomed += len(pending)
         return len(pending)
 
     def _current_items(self, keys: list[str]) -> list[list[Any]]:

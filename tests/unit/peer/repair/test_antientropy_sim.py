@@ -16,7 +16,6 @@ from peer.manifest import manifest_key
 from peer.repair.antientropy import AntiEntropy, placement_of
 from peer.repair.collector import GarbageCollector
 from peer.repair.digest import BUCKETS, DigestTree, record_digest
-from peer.repair.handoff import HintedHandoff
 from peer.repair.scrubber import Scrubber
 from storage.records import Sibling
 from storage.vclock import VectorClock
@@ -158,10 +157,10 @@ def collectors(network, coordinators, grace: float = 0.0) -> dict[str, GarbageCo
     made = {}
     for node, coordinator in coordinators.items():
         replica = network.replicas[node]
-        handoff = HintedHandoff(coordinator, replica.blocks, replica.records, inline)
         made[node] = GarbageCollector(
-            coordinator, replica, handoff, inline, lambda: time.time() + 3600, grace
+            coordinator, replica, inline, lambda: time.time() + 3600, lambda: 0.0, grace, 3600.0
         )
+        run(made[node].load())
         network.handlers[node] = {**replica.handlers(), **made[node].handlers()}
     return made
 

@@ -1,0 +1,200 @@
+"""Rejoining the cluster: a starting peer's data is checked before it is served, rebuilt when it
+predates a sweep it missed, and a peer that starts empty fills its share before it counts.
+
+- Checking: a peer that starts with data serves none of it (peer.replica.ReplicaState) until it
+  has compared its collection rounds with the other peers' (peer.repair.horizon). If some peer
+  swept a round this data was not accounted for in (the peer was forgotten, or its data
+  directory was restored from an old copy), the data may hold deleted files and dropped
+  versions: it is wiped, never merged back, and the peer refills like a new one. It says so in
+  its log and in /v1/cluster. If no other peer answers for a while (the whole cluster
+  restarting), it serves what it has; anti-entropy still refuses it later if it was stale.
+- Filling: a peer that joined empty or was rebuilt is not ready: reads do not count its answers
+  alone (peer.coordinator.settled_targets) until it pulled, from every other peer, what they hold
+  of which it is a home (peer.repair.antientropy `ae.pull`), as a bootstrapping Cassandra node
+  streams its ranges before it serves reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gossip.wire import WireError
+from peer.coordinator import Coordinator
+from peer.repair.antientropy import AntiEntropy
+from peer.repair.collector import GarbageCollector
+from peer.replica import LOCAL_PREFIX, Replica, RunInThread
+from peer.rpc import RpcError
+
+log = logging.getLogger(__name__)
+
+ALONE_STEPS = 10  # steps with no other peer answering before a peer serves its data anyway
+
+
+@dataclass
+class RejoinStatus:
+    """Where this peer is in rejoining, for /v1/cluster and /metrics."""
+
+    phase: str = "checking"  # checking -> filling -> ready
+    rebuilds: int = 0
+    last_rebuild: str = ""
+    items_pulled: int = 0
+
+
+class Rejoin:
+    """Drives checking and filling, one `step` at a time (a timer calls it until ready)."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        replica: Replica,
+        collector: GarbageCollector,
+        anti_entropy: AntiEntropy,
+        run_in_thread: RunInThread,
+        expects_peers: bool,
+    ) -> None:
+        """`expects_peers`: this peer was told to join others, so it waits to hear one before
+        deciding that it is alone."""
+        self._coordinator = coordinator
+        self._replica = replica
+        self._collector = collector
+        self._anti_entropy = anti_entropy
+        self._run = run_in_thread
+        self._expects_peers = expects_peers
+        self._unanswered = 0
+        self._empty = False
+        self._stale: str | None = None
+        self._started = False
+        self._stepping = False
+        self.status = RejoinStatus()
+
+    async def start(self) -> None:
+        """Decide from the stored data what has to happen before this peer serves it."""
+        self._started = True
+        await self._collector.load()
+        self._empty = await self._run(self._is_empty)
+        state = self._replica.state
+        state.verified = not self._others() and not self._expects_peers
+        state.ready = not (self._empty or self._collector.state.filling)
+        if self._empty and not self._collector.state.filling:
+            self._collector.state.filling = True
+            await self._collector.save()
+        self._update_phase()
+
+    def stale(self, reason: str) -> None:
+        """Anti-entropy learned that this peer's data predates a sweep: rebuild at the next
+        step."""
+        self._stale = reason
+        self._replica.state.verified = False
+        self._update_phase()
+
+    async def step(self) -> None:
+        """Make what progress can be made now (the first step starts); a no-op once ready."""
+        if self._stepping:
+            return
+        self._stepping = True
+        try:
+            if not self._started:
+                await self.start()
+            state = self._replica.state
+            if not state.verified:
+                await self._check()
+            if state.verified and not state.ready:
+                await self._fill()
+        finally:
+            self._stepping = False
+            self._update_phase()
+
+    def _others(self) -> list[str]:
+        cluster = self._coordinator.cluster
+        members = sorted(cluster.ring().members)
+        return [n for n in members if n != cluster.self_id and cluster.is_up(n)]
+
+    async def _check(self) -> None:
+        swept: list[int] = []
+        for node in self._others():
+            try:
+                reply = await self._coordinator.call(node, "gc.generation", {})
+                swept.append(int(reply["swept"]))
+            except (RpcError, WireError, KeyError, TypeError, ValueError) as e:
+                log.info("rejoin: %s did not say its rounds: %s", node, e)
+        if not swept and self._stale is None:
+            self._unanswered += 1
+            if self._unanswered < ALONE_STEPS:
+                return
+            log.warning("rejoin: no other peer answered; serving this peer's data unchecked")
+            self._replica.state.verified = True
+            return
+        latest = max(swept, default=self._collector.state.swept)
+        mine = self._collector.state
+        if self._empty:  # nothing to distrust: take the cluster's rounds as its own
+            mine.accounted = mine.swept = max(latest, mine.swept)
+            await self._collector.save()
+        elif mine.stale_against(latest) or self._stale is not None:
+            reason = self._stale or (
+                f"its data was last accounted for in collection round {mine.accounted}, "
+                f"but round {latest} was swept without it"
+            )
+            await self._rebuild(reason, latest)
+        self._replica.state.verified = True
+
+    async def _rebuild(self, reason: str, latest: int) -> None:
+        log.warning("rejoin: rebuilding this peer from the others: %s", reason)
+        await self._run(self._wipe)
+        state = self._collector.state
+        state.accounted = state.swept = max(latest, state.swept)
+        state.filling = True
+        await self._collector.save()
+        self._replica.state.ready = False
+        self._stale = None
+        self._empty = True
+        self.status.rebuilds += 1
+        self.status.last_rebuild = reason
+
+    def _wipe(self) -> None:
+        """Drop every replicated record, every hint and every block; keep this peer's own
+        bookkeeping."""
+        records = self._replica.records
+        for key in [k for k in records.keys("") if not k.startswith(LOCAL_PREFIX)]:
+            records.delete(key)
+        blocks = self._replica.blocks
+        for block in list(blocks.hashes()):
+            blocks.delete(block)
+
+    def _is_empty(self) -> bool:
+        records = self._replica.records
+        no_records = all(key.startswith(LOCAL_PREFIX) for key in records.keys(""))
+        return no_records and next(iter(self._replica.blocks.hashes()), None) is None
+
+    async def _fill(self) -> None:
+        others = self._others()
+        if not others and self._expects_peers and self._unanswered < ALONE_STEPS:
+            self._unanswered += 1
+            return  # gossip has not shown the peers it joined yet
+        for node in others:
+            try:
+                self.status.items_pulled += await self._anti_entropy.pull_share(node)
+            except (RpcError, WireError, KeyError, TypeError) as e:
+                log.info("rejoin: pulling from %s deferred: %s", node, e)
+                return
+        self._collector.state.filling = False
+        await self._collector.save()
+        self._replica.state.ready = True
+        log.info("rejoin: holding its share (%d items pulled): ready", self.status.items_pulled)
+
+    def _update_phase(self) -> None:
+        state = self._replica.state
+        self.status.phase = (
+            "checking" if not state.verified else "filling" if not state.ready else "ready"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """This peer's rejoin state for /v1/cluster."""
+        return {
+            "phase": self.status.phase,
+            "rebuilds": self.status.rebuilds,
+            "last_rebuild": self.status.last_rebuild,
+            "items_pulled": self.status.items_pulled,
+        }
+

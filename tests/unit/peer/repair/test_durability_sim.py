@@ -1,0 +1,354 @@
+"""Repair that never resurrects, strands or leaks, on the simulated network: garbage collection
+rounds across the cluster, the horizon, rejoining, hand-over and hints (issue 15, items 1-6).
+
+Every job of every peer is real (collector, anti-entropy, handoff, rejoin) and every call goes
+through the real wire codec; a test that says "before" names what the earlier design did.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer
+
+from peer.body import FileBody
+from peer.coordinator import Coordinator
+from peer.errors import NotFound
+from peer.manifest import manifest_key
+from peer.repair.antientropy import AntiEntropy
+from peer.repair.collector import GarbageCollector
+from peer.repair.handoff import HintedHandoff
+from peer.repair.rejoin import Rejoin
+from peer.replica import HINT_PREFIX
+from tests.simnet import inline, run, sim_cluster
+
+HORIZON = 100.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    yield from sim_cluster(tmp_path)
+
+
+@dataclass
+class Jobs:
+    ae: AntiEntropy
+    gc: GarbageCollector
+    handoff: HintedHandoff
+    rejoin: Rejoin
+
+
+class Monotonic:
+    """The peers' monotonic clock, advanced by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def start_jobs(network, coordinators, clock: Monotonic, nodes=None) -> dict[str, Jobs]:
+    """Every background job of each of `nodes` (default: all), served on the network, started
+    and stepped until the peers' data is checked and filled."""
+    made = {}
+    for node in nodes or sorted(coordinators):
+        coordinator, replica = coordinators[node], network.replicas[node]
+        replica.state.verified = False  # as Node does before Rejoin looked at the data
+        gc = GarbageCollector(
+            coordinator, replica, inline, lambda: time.time() + 3600, clock, 0.0, HORIZON
+        )
+        handoff = HintedHandoff(coordinator, replica.blocks, replica.records, inline, gc.gone)
+        holder: list[Rejoin] = []
+        ae = AntiEntropy(
+            coordinator,
+            replica,
+            inline,
+            lambda: 0.0,
+            lambda gc=gc: (gc.state.accounted, gc.state.swept),
+            lambda reason, holder=holder: holder[0].stale(reason),
+        )
+        rejoin = Rejoin(coordinator, replica, gc, ae, inline, expects_peers=False)
+        holder.append(rejoin)
+        made[node] = Jobs(ae, gc, handoff, rejoin)
+        network.handlers[node] = {**replica.handlers(), **ae.handlers(), **gc.handlers()}
+    for jobs in made.values():
+        run(jobs.rejoin.start())
+    step(made)
+    return made
+
+
+def step(jobs: dict[str, Jobs], times: int = 2) -> None:
+    for _ in range(times):
+        for node in sorted(jobs):
+            run(jobs[node].rejoin.step())
+
+
+def anti_entropy(jobs: dict[str, Jobs], times: int = 3) -> None:
+    for _ in range(times):
+        for node in sorted(jobs):
+            if jobs[node].ae._replica.state.verified:
+                run(jobs[node].ae.run_round())
+
+
+def put(coordinator: Coordinator, path: str, data: bytes) -> None:
+    run(coordinator.put_file(path, FileBody(io.BytesIO(data))))
+
+
+def read(coordinator: Coordinator, path: str) -> bytes | None:
+    try:
+        resolved = run(coordinator.resolve(path, None, None))
+    except NotFound:
+        return None
+
+    async def whole() -> bytes:
+        return b"".join([chunk async for chunk in coordinator.stream(resolved.manifest)])
+
+    return run(whole())
+
+
+def stored_block_bytes(network) -> dict[str, int]:
+    return {
+        node: sum(replica.blocks.size(b) or 0 for b in replica.blocks.hashes())
+        for node, replica in network.replicas.items()
+        if node not in network.down
+    }
+
+
+def holders(network, key: str) -> list[str]:
+    return sorted(
+        n for n, r in network.replicas.items() if n not in network.down and r.records.get(key)
+    )
+
+
+def files(count: int, seed: int) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    return {f"/d/{i}": rng.randbytes(rng.choice([5000, 9000, 20_000])) for i in range(count)}
+
+
+# -- garbage collection across the cluster ------------------------------------------------
+
+
+def test_one_round_reclaims_on_every_peer_and_anti_entropy_brings_nothing_back(cluster) -> None:
+    """Before: each peer removed its own unreferenced blocks in its own round, and anti-entropy
+    copied them back from a peer that had not collected yet, round after round."""
+    network, coordinators = cluster(3)
+    clock = Monotonic()
+    jobs = start_jobs(network, coordinators, clock)
+    written = files(12, seed=1)
+    for path, data in written.items():
+        put(coordinators["n0"], path, data)
+    peak = sum(stored_block_bytes(network).values())
+    for path in written:
+        run(coordinators["n1"].delete_file(path))
+    run(jobs["n2"].gc.run_round())  # only one peer runs a round
+    assert jobs["n2"].gc.counters.rounds == 1, jobs["n2"].gc.counters.last_skip_reason
+    anti_entropy(jobs)
+    assert sum(stored_block_bytes(network).values()) == 0 < peak
+    for path in written:
+        assert holders(network, manifest_key(path)) == []  # tombstones purged everywhere
+    anti_entropy(jobs)
+    for path in written:
+        assert holders(network, manifest_key(path)) == [], "a purged tombstone came back"
+
+
+def test_blocks_of_an_upload_in_flight_survive_a_round_whatever_the_grace(cluster) -> None:
+    """Before: with --gc-grace below the upload's duration the first blocks were collected
+    before the manifest referenced them; the put was acknowledged and the read failed."""
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    data = random.Random(2).randbytes(4096 * 6)
+    gate: defer.Deferred[None] = defer.Deferred()
+
+    class Paced:
+        """A body that stops half way until the test lets it go on."""
+
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def read(self, size: int) -> bytes:
+            if self.sent >= len(data) // 2 and not gate.called:
+                await gate
+            chunk = data[self.sent : self.sent + size]
+            self.sent += len(chunk)
+            return chunk
+
+    upload = defer.ensureDeferred(coordinators["n0"].put_file("/slow", Paced()))
+    assert not upload.called
+    for node in sorted(jobs):
+        run(jobs[node].gc.run_round())
+    assert sum(j.gc.counters.rounds for j in jobs.values()) == 3
+    gate.callback(None)
+    assert upload.called
+    assert read(coordinators["n1"], "/slow") == data
+    for node in sorted(jobs):
+        run(jobs[node].gc.run_round())
+    assert read(coordinators["n2"], "/slow") == data
+
+
+# -- the horizon: nothing deleted comes back ----------------------------------------------
+
+
+def test_a_deleted_file_stays_deleted_when_a_peer_that_left_returns(cluster) -> None:
+    """Before: purge asked only the ring's members; a peer that left (SIGTERM) held the live
+    version, and once the others had purged the tombstone anti-entropy copied it back."""
+    network, coordinators = cluster(3)
+    clock = Monotonic()
+    jobs = start_jobs(network, coordinators, clock)
+    put(coordinators["n0"], "/gone", b"x" * 9000)
+    network.kill("n2")
+    network.states["n2"] = "left"
+    run(coordinators["n0"].delete_file("/gone"))
+    for node in ("n0", "n1"):
+        run(jobs[node].gc.run_round())
+    assert "n2" in jobs["n0"].gc.counters.last_skip_reason
+    network.revive("n2")
+    anti_entropy(jobs)
+    for node in sorted(jobs):
+        run(jobs[node].gc.run_round())
+    anti_entropy(jobs)
+    for node in sorted(coordinators):
+        assert read(coordinators[node], "/gone") is None
+    assert holders(network, manifest_key("/gone")) == []
+
+
+def test_a_peer_away_past_the_horizon_is_forgotten_and_rebuilt_when_it_returns(cluster) -> None:
+    network, coordinators = cluster(3)
+    clock = Monotonic()
+    jobs = start_jobs(network, coordinators, clock)
+    put(coordinators["n0"], "/zombie", b"z" * 9000)
+    put(coordinators["n0"], "/kept", b"k" * 9000)
+    network.kill("n2")
+    run(coordinators["n0"].delete_file("/zombie"))
+    run(jobs["n0"].gc.run_round())
+    assert jobs["n0"].gc.counters.rounds == 0
+    clock.now += HORIZON + 1
+    for node in ("n0", "n1"):
+        run(jobs[node].gc.run_round())
+    assert jobs["n0"].gc.counters.forgotten == 1
+    assert jobs["n0"].gc.state.swept >= 1
+    assert network.replicas["n2"].records.get(manifest_key("/zombie"))  # still live on n2
+    network.revive("n2")
+    returned = start_jobs(network, coordinators, clock, nodes=["n2"])  # n2 restarts
+    assert returned["n2"].rejoin.status.rebuilds == 1
+    assert network.replicas["n2"].state.ready
+    jobs["n2"] = returned["n2"]
+    anti_entropy(jobs)
+    for node in sorted(coordinators):
+        assert read(coordinators[node], "/zombie") is None
+        assert read(coordinators[node], "/kept") == b"k" * 9000
+    assert network.replicas["n2"].records.get(manifest_key("/kept"))  # refilled
+
+
+def test_a_restored_old_copy_of_a_data_directory_is_rebuilt(cluster) -> None:
+    """A peer that took part in every round but comes back with data from before the last
+    sweep (restored from a backup) is stale the same way."""
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    put(coordinators["n0"], "/old", b"o" * 9000)
+    backup = list(network.replicas["n1"].records.range())
+    run(coordinators["n0"].delete_file("/old"))
+    run(jobs["n0"].gc.run_round())
+    assert jobs["n0"].gc.counters.rounds == 1
+    records = network.replicas["n1"].records
+    for key in list(records.keys("")):
+        records.delete(key)
+    for key, siblings in backup:
+        for sibling in siblings:
+            records.put(key, sibling)  # the old copy is back, rounds and all
+    returned = start_jobs(network, coordinators, Monotonic(), nodes=["n1"])
+    assert returned["n1"].rejoin.status.rebuilds == 1
+    assert read(coordinators["n1"], "/old") is None
+
+
+# -- ring changes never hide the newest version -------------------------------------------
+
+
+def test_growing_while_the_remaining_old_home_is_stale_reads_the_newest(cluster) -> None:
+    """Before: the new homes converged on the stale version, and the acknowledged one stayed
+    on former homes forever; an R=2 read answered by two empty joiners returned 404."""
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    keys = [f"/k{i}" for i in range(40)]
+    for path in keys:
+        put(coordinators["n0"], path, b"old" * 2000)
+    network.kill("n0")
+    for path in keys:
+        put(coordinators["n1"], path, b"new" * 2000)
+    for node in ("n3", "n4"):
+        network.add_peer(node)
+    network.revive("n0")  # back, stale, and still a home of some keys
+    joined = start_jobs(network, coordinators, Monotonic(), nodes=["n3", "n4"])
+    for node in sorted(coordinators):
+        for path in keys:
+            assert read(coordinators[node], path) == b"new" * 2000, (node, path)
+    jobs.update(joined)
+    anti_entropy(jobs, times=4)
+    for node in sorted(coordinators):
+        for path in keys:
+            assert read(coordinators[node], path) == b"new" * 2000, (node, path)
+
+
+def test_a_joiner_that_is_not_filled_yet_does_not_answer_reads_alone(cluster) -> None:
+    network, coordinators = cluster(3)
+    start_jobs(network, coordinators, Monotonic())
+    keys = [f"/j{i}" for i in range(30)]
+    for path in keys:
+        put(coordinators["n0"], path, b"v" * 100)
+    for node in ("n3", "n4"):
+        network.add_peer(node)
+        network.replicas[node].state.ready = False  # joined, nothing pulled yet
+    for path in keys:
+        assert read(coordinators["n3"], path) == b"v" * 100, path
+        assert read(coordinators["n1"], path) == b"v" * 100, path
+
+
+def test_an_orphan_is_handed_to_the_homes_that_lack_it_then_dropped(cluster) -> None:
+    """Before: a former home dropped its copy only once every home held something that
+    descends it, and never sent it: the newest version could stay stranded there."""
+    network, coordinators = cluster(4)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    put(coordinators["n0"], "/orphan", b"o" * 100)
+    key = manifest_key("/orphan")
+    homes = coordinators["n0"].homes("/orphan")
+    outsider = next(n for n in sorted(coordinators) if n not in homes)
+    record = network.replicas[homes[0]].records.get(key)
+    for home in homes:
+        network.replicas[home].records.delete(key)
+    for sibling in record:
+        network.replicas[outsider].records.put(key, sibling)
+    anti_entropy(jobs, times=2)
+    assert holders(network, key) == sorted(homes)
+
+
+# -- hints ----------------------------------------------------------------------------------
+
+
+def test_hints_for_a_replaced_disk_are_re_homed_then_dropped(cluster) -> None:
+    """Before: hints for a node id that never returns stayed forever and blocked every purge."""
+    network, coordinators = cluster(4)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    network.kill("n3")
+    for i in range(20):
+        put(coordinators["n0"], f"/h{i}", b"h" * 100)
+    hinted = [n for n, r in network.replicas.items() if list(r.records.keys(HINT_PREFIX))]
+    assert hinted
+    # n3's disk is replaced: it comes back as a new node id under the same name.
+    network.states.pop("n3")
+    network.add_peer("n3b")
+    network.names["n3b"] = "n3"
+    jobs.update(start_jobs(network, coordinators, Monotonic(), nodes=["n3b"]))
+    for node in sorted(jobs):
+        run(jobs[node].gc.observe())
+        run(jobs[node].handoff.deliver())
+    for node, replica in network.replicas.items():
+        if node != "n3":
+            assert list(replica.records.keys(HINT_PREFIX)) == [], node
+    assert sum(j.handoff.rehomed for j in jobs.values()) > 0
+    for i in range(20):
+        assert read(coordinators["n3b"], f"/h{i}") == b"h" * 100
