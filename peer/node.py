@@ -39,13 +39,14 @@ from peer.repair.handoff import HintedHandoff
 from peer.repair.rejoin import Rejoin
 from peer.repair.scrubber import Scrubber
 from peer.replica import Replica
-from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
+from peer.rpc import RpcClient, RpcError, RpcServerFactory, send_small_writes_at_once
 from storage.datadir import DataDir, DataDirLocked
 
 log = logging.getLogger(__name__)
 
 HANDOFF_INTERVAL = 1.0
-REJOIN_INTERVAL = 1.0
+REJOIN_INTERVAL = 0.25
+PREPARE_TIMEOUT = 2.0
 SCRUB_PAUSE = 10.0
 
 
@@ -175,6 +176,25 @@ class Node(service.MultiService):
         ).setServiceParent(self)
         self.registry = CollectorRegistry()
         self.registry.register(_NodeCollector(self))
+
+    async def prepare(self) -> None:
+        """Before any service starts, check the stored data against the peers this one joins,
+        so no peer ever sees it serve data it has not checked (peer.repair.rejoin)."""
+        await self.rejoin.start()
+        if self.replica.state.verified or not self.config.join:
+            return
+        swept = []
+        for host, port in self.config.join:
+            client = RpcClient(self.reactor, self.codec, host, port)
+            try:
+                reply = await client.call("gc.generation", {}, PREPARE_TIMEOUT)
+                swept.append(int(reply["swept"]))
+            except (RpcError, WireError, KeyError, TypeError, ValueError) as e:
+                log.info("rejoin: %s:%d did not say its rounds before start: %s", host, port, e)
+            finally:
+                client.close()
+        if swept:
+            await self.rejoin.decide(swept)
 
     def _client_for(self, node_id: str) -> RpcClient | None:
         peer = self.cluster.peers().get(node_id)
@@ -435,6 +455,15 @@ def run_peer(config: PeerConfig) -> int:
     status = {"code": 0, "started": False}
 
     def start() -> None:
+        prepared = defer.ensureDeferred(node.prepare())
+        prepared.addCallbacks(lambda _: start_services(), prepare_failed)
+
+    def prepare_failed(failure: Any) -> None:
+        print(f"qfs peer: error: cannot check the stored data: {failure.value}", file=sys.stderr)
+        status["code"] = 1
+        reactor.stop()
+
+    def start_services() -> None:
         try:
             node.startService()
         except Exception as e:  # a port in use, typically

@@ -56,7 +56,14 @@ class SimNetwork:
     def members(self) -> list[MemberInfo]:
         return [
             MemberInfo(
-                self.names.get(node, node), node, state, 1, ("127.0.0.1", 1), ("127.0.0.1", 2), 1, 0.0
+                self.names.get(node, node),
+                node,
+                state,
+                1,
+                ("127.0.0.1", 1),
+                ("127.0.0.1", 2),
+                1,
+                0.0,
             )
             for node, state in self.states.items()
         ]

@@ -52,6 +52,7 @@ class HorizonState:
     swept: int = 0
     known: dict[str, list] = field(default_factory=dict)
     filling: bool = False  # rebuilt or joined empty, and not yet holding its whole share
+    forgotten: set[str] = field(default_factory=set)  # not learned again unless seen up
     down: set[str] = field(default_factory=set)  # known, not up at the last observe (not saved)
 
     def stale_against(self, swept: int) -> bool:
@@ -60,13 +61,17 @@ class HorizonState:
 
     def observe(self, members: Iterable[Seen], elapsed: float, horizon: float) -> list[Forgotten]:
         """Account `elapsed` seconds of absence to every known peer not up, learn every peer
-        gossip shows (up or not: a peer that is down now may come back with data), and forget those away longer than `horizon` or superseded by a new node id
-        under the same name. Returns who was forgotten."""
+        gossip shows (up or not: a peer that is down now may come back with data), and forget
+        those away longer than `horizon` or superseded by a new node id under the same name.
+        Returns who was forgotten."""
         members = list(members)
         up = {m.node_id: m for m in members if m.up}
         up_names = {m.name: m.node_id for m in up.values()}
         for member in members:
-            if member.up or member.node_id not in self.known:
+            if member.up:
+                self.known[member.node_id] = [member.name, 0.0]
+                self.forgotten.discard(member.node_id)
+            elif member.node_id not in self.known and member.node_id not in self.forgotten:
                 self.known[member.node_id] = [member.name, 0.0]
         forgotten = []
         self.down = set()
@@ -82,7 +87,10 @@ class HorizonState:
                 self.down.add(node_id)
                 continue
             del self.known[node_id]
+            self.forgotten.add(node_id)
             forgotten.append(Forgotten(node_id, name, reason))
+        while len(self.forgotten) > MAX_KNOWN:
+            self.forgotten.pop()
         return forgotten
 
     def away(self) -> dict[str, float]:
@@ -101,6 +109,7 @@ class HorizonState:
             "swept": self.swept,
             "known": self.known,
             "filling": self.filling,
+            "forgotten": sorted(self.forgotten),
         }
         return json.dumps(body, sort_keys=True).encode()
 
@@ -134,5 +143,10 @@ class HorizonState:
         filling = body.get("filling", False)
         if not isinstance(filling, bool):
             raise ValueError("horizon state: filling must be true or false")
+        gone = body.get("forgotten", [])
+        if not isinstance(gone, list) or len(gone) > MAX_KNOWN:
+            raise ValueError(f"horizon state: forgotten must list at most {MAX_KNOWN} node ids")
+        if not all(isinstance(n, str) and len(n) <= 128 for n in gone):
+            raise ValueError("horizon state: forgotten must list node ids")
         known = {k: [v[0], float(v[1])] for k, v in known.items()}
-        return cls(rounds[0], rounds[1], known, filling)
+        return cls(rounds[0], rounds[1], known, filling, set(gone))

@@ -29,7 +29,7 @@ from peer.rpc import RpcError
 
 log = logging.getLogger(__name__)
 
-ALONE_STEPS = 10  # steps with no other peer answering before a peer serves its data anyway
+ALONE_STEPS = 20  # steps with no other peer answering before a peer serves its data anyway
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Rejoin:
         self._expects_peers = expects_peers
         self._unanswered = 0
         self._empty = False
+        self._checked = False  # this peer's rounds were compared with the cluster's
         self._stale: str | None = None
         self._started = False
         self._stepping = False
@@ -75,7 +76,9 @@ class Rejoin:
         await self._collector.load()
         self._empty = await self._run(self._is_empty)
         state = self._replica.state
-        state.verified = not self._others() and not self._expects_peers
+        # An empty store has nothing stale to serve: it takes writes at once, and the check
+        # only adopts the cluster's round numbers.
+        state.verified = self._empty or (not self._others() and not self._expects_peers)
         state.ready = not (self._empty or self._collector.state.filling)
         if self._empty and not self._collector.state.filling:
             self._collector.state.filling = True
@@ -86,21 +89,22 @@ class Rejoin:
         """Anti-entropy learned that this peer's data predates a sweep: rebuild at the next
         step."""
         self._stale = reason
+        self._checked = False
         self._replica.state.verified = False
         self._update_phase()
 
     async def step(self) -> None:
         """Make what progress can be made now (the first step starts); a no-op once ready."""
-        if self._stepping:
+        if self._stepping or (self._started and self.status.phase == "ready" and self._checked):
             return
         self._stepping = True
         try:
             if not self._started:
                 await self.start()
             state = self._replica.state
-            if not state.verified:
+            if not self._checked:
                 await self._check()
-            if state.verified and not state.ready:
+            if self._checked and not state.ready:
                 await self._fill()
         finally:
             self._stepping = False
@@ -112,8 +116,12 @@ class Rejoin:
         return [n for n in members if n != cluster.self_id and cluster.is_up(n)]
 
     async def _check(self) -> None:
+        others = self._others()
+        if not others and not self._expects_peers and self._stale is None:
+            self._replica.state.verified = self._checked = True  # the first peer of a cluster
+            return
         swept: list[int] = []
-        for node in self._others():
+        for node in others:
             try:
                 reply = await self._coordinator.call(node, "gc.generation", {})
                 swept.append(int(reply["swept"]))
@@ -123,9 +131,15 @@ class Rejoin:
             self._unanswered += 1
             if self._unanswered < ALONE_STEPS:
                 return
-            log.warning("rejoin: no other peer answered; serving this peer's data unchecked")
-            self._replica.state.verified = True
+            if not self._empty:
+                log.warning("rejoin: no other peer answered; serving this peer's data unchecked")
+            self._replica.state.verified = self._checked = True
             return
+        await self.decide(swept)
+
+    async def decide(self, swept: list[int]) -> None:
+        """Given the last swept round of each peer that answered, trust this peer's data, or
+        rebuild it when it predates one of them."""
         latest = max(swept, default=self._collector.state.swept)
         mine = self._collector.state
         if self._empty:  # nothing to distrust: take the cluster's rounds as its own
@@ -137,7 +151,7 @@ class Rejoin:
                 f"but round {latest} was swept without it"
             )
             await self._rebuild(reason, latest)
-        self._replica.state.verified = True
+        self._replica.state.verified = self._checked = True
 
     async def _rebuild(self, reason: str, latest: int) -> None:
         log.warning("rejoin: rebuilding this peer from the others: %s", reason)

@@ -1,14 +1,17 @@
-"""Repair benchmark: time to restore N copies after a peer dies for good, and the anti-entropy
-traffic of an idle, converged cluster.
+"""Repair benchmark: time to restore N copies after a peer dies for good, time to reclaim the
+space of deleted files, and the anti-entropy traffic of an idle, converged cluster.
 
-    python tests/bench/repair.py [--json] [--sizes-mb 100,1024] [--idle-seconds 30]
+    python tests/bench/repair.py [--json] [--sizes-mb 100,1024] [--reclaim-mb 1024]
+                                 [--idle-seconds 30]
 
 For each size: 5 real peers (N=3, R=2, W=2), that much data written in 4 MiB files, one peer
 SIGKILLed for good; the clock runs from the kill until every file's blocks have 3 holders
 among the live peers (`/v1/stat`). It includes `--dead-after` (how long the cluster waits
 before deciding the peer is gone), printed separately. Idle traffic: digest bytes counted by
 every peer's /metrics over `--idle-seconds` on a converged cluster at the default
-anti-entropy interval (10 s), scaled to an hour.
+anti-entropy interval (10 s), scaled to an hour. Reclaim: `--reclaim-mb` written to 3 peers
+started 1.1 s apart (`--gc-interval 10 --gc-grace 0`), then every file deleted; the clock runs
+from the last delete until no peer stores a block (`qfs_block_bytes` 0 everywhere).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from peer.client import launcher
 from tests.support import LocalCluster, print_results, wait_for
 
 MiB = 1024 * 1024
@@ -73,6 +77,40 @@ def restore_time(root: Path, megabytes: int) -> dict[str, float]:
     }
 
 
+def reclaim_time(root: Path, megabytes: int) -> dict[str, float]:
+    flags = ["--gc-interval", "10", "--gc-grace", "0"]
+    cluster = LocalCluster(root, 3, flags)
+    try:
+        for peer in cluster.peers:  # out of phase, as peers started by hand are
+            launcher.start(peer, log_dir=cluster.root / "logs")
+            time.sleep(1.1)
+        cluster.start(timeout=120)
+        paths = []
+        with cluster.client("p1", timeout=600) as client:
+            for i in range(max(1, megabytes * MiB // FILE_SIZE)):
+                path = f"/reclaim/{i}"
+                client.put(path, os.urandom(FILE_SIZE))
+                paths.append(path)
+            urls = [p.http_url for p in cluster.peers]
+            peak = sum(metric(u, "qfs_block_bytes") for u in urls)
+            for path in paths:
+                client.rm(path)
+        deleted = time.monotonic()
+        wait_for(
+            lambda: all(metric(u, "qfs_block_bytes") == 0 for u in urls),
+            1800,
+            f"the space of {megabytes} MiB reclaimed",
+            poll=0.5,
+        )
+        seconds = time.monotonic() - deleted
+    finally:
+        cluster.stop()
+    return {
+        f"reclaim_{megabytes}MiB_peak_stored_MB": round(peak / 1e6, 1),
+        f"reclaim_{megabytes}MiB_s": round(seconds, 1),
+    }
+
+
 def idle_traffic(root: Path, seconds: float) -> dict[str, float]:
     cluster = LocalCluster(root, 3)
     try:
@@ -101,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--sizes-mb", default="100,1024")
+    parser.add_argument("--reclaim-mb", type=int, default=1024)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--dir", type=Path)
     args = parser.parse_args(argv)
@@ -108,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-repair-") as tmp:
         for megabytes in (int(s) for s in args.sizes_mb.split(",")):
             results.update(restore_time(Path(tmp) / f"r{megabytes}", megabytes))
+        results.update(reclaim_time(Path(tmp) / "reclaim", args.reclaim_mb))
         results.update(idle_traffic(Path(tmp) / "idle", args.idle_seconds))
     print_results(results, args.json)
     return 0

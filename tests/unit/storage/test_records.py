@@ -205,6 +205,29 @@ def test_delete(store: RecordStore) -> None:
     assert store.put("k", Sibling(vc(a=1), b"new")) == [Sibling(vc(a=1), b"new")]
 
 
+def test_delete_if_deletes_only_what_was_checked(store: RecordStore) -> None:
+    checked = store.put("k", Sibling(vc(a=1), None))
+    store.put("k", Sibling(vc(a=2), b"written after the check"))
+    assert store.delete_if("k", lambda current: current == checked) is False
+    assert store.get("k") == [Sibling(vc(a=2), b"written after the check")]
+    assert store.delete_if("k", lambda current: True) is True
+    assert store.get("k") == []
+    assert store.delete_if("k", lambda current: True) is False  # absent
+
+
+def test_delete_if_rolls_back_when_the_check_fails(store: RecordStore) -> None:
+    store.put("k", Sibling(vc(a=1), b"v"))
+
+    def broken(current: list[Sibling]) -> bool:
+        raise RuntimeError("check failed")
+
+    with pytest.raises(RuntimeError):
+        store.delete_if("k", broken)
+    assert store.get("k") == [Sibling(vc(a=1), b"v")]
+    store.put("j", Sibling(vc(a=1), b"the store still writes"))
+    assert store.get("j")
+
+
 def test_range_and_keys(store: RecordStore) -> None:
     keys = [f"d/{i:04d}" for i in range(600)] + ["a", "e", "d", "d0", "é", "\U0001f600", "d/"]
     store.put_many((k, Sibling(vc(a=1), k.encode())) for k in keys)
