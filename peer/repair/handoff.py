@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
 from peer.coordinator import Coordinator
 from peer.repair.antientropy import placement_of
 from peer.replica import BLOCK_HINT, HINT_PREFIX, RunInThread, parse_hint_key, sibling_to_wire
 from peer.rpc import RpcError
 from storage.blocks import BlockError, BlockStore
-from storage.records import RecordStore
+from storage.records import RecordStore, Sibling
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +97,17 @@ class HintedHandoff:
                 await self._run(self._records.delete, hint)
         for start in range(0, len(records), BATCH):
             batch = records[start : start + BATCH]
-            items = await self._run(self._current_items, [key for _, key in batch])
+            keys = [key for _, key in batch]
+            sent = await self._run(lambda keys=keys: [self._records.get(k) for k in keys])
+            items = [
+                [key, sibling_to_wire(s), None]
+                for key, now in zip(keys, sent, strict=True)
+                for s in now
+            ]
             if items:
                 await self._coordinator.call(home, "record.put", {"items": items})
             if not keep_hint:
-                await self._run(self._delete_all, [hint for hint, _ in batch])
+                await self._run(self._drop_hints, batch, sent)
         return len(pending)
 
     async def _rehome(self, home: str, pending: list[tuple[str, str]]) -> int:
@@ -123,13 +128,14 @@ class HintedHandoff:
         self.rehomed += len(pending)
         return len(pending)
 
-    def _current_items(self, keys: list[str]) -> list[list[Any]]:
-        return [
-            [key, sibling_to_wire(sibling), None]
-            for key in keys
-            for sibling in self._records.get(key)
-        ]
+    def _drop_hints(self, batch: list[tuple[str, str]], sent: list[list[Sibling]]) -> None:
+        """Drop each delivered hint, unless its key changed here since it was sent (a write
+        that landed meanwhile keeps its hint for the next round)."""
+        records = self._records
+        for (hint, key), siblings in zip(batch, sent, strict=True):
+            records.delete_if(hint, _still(records, key, siblings))
 
-    def _delete_all(self, hints: list[str]) -> None:
-        for hint in hints:
-            self._records.delete(hint)
+
+def _still(records: RecordStore, key: str, siblings: list[Sibling]) -> Callable[[list[Sibling]], bool]:
+    """A delete_if check: whether `key` still holds exactly `siblings`."""
+    return lambda _: records.get(key) == siblings
