@@ -136,6 +136,8 @@ class HintedHandoff:
             records.delete_if(hint, _still(records, key, siblings))
 
 
-def _still(records: RecordStore, key: str, siblings: list[Sibling]) -> Callable[[list[Sibling]], bool]:
+def _still(
+    records: RecordStore, key: str, siblings: list[Sibling]
+) -> Callable[[list[Sibling]], bool]:
     """A delete_if check: whether `key` still holds exactly `siblings`."""
     return lambda _: records.get(key) == siblings
