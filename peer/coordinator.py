@@ -299,8 +299,14 @@ class Coordinator:
             node: self.call(node, "record.get", {"keys": keys}) for node, keys in per_node.items()
         }
         quorum = QuorumCall(what, calls, r, counted)
-        tally = await quorum.result()
-        if self._learned_readiness(tally):
+        try:
+            tally = await quorum.result()
+        except Unavailable:
+            if any(self._learned_readiness(quorum.tally)):
+                return None  # planned on readiness that changed: plan again
+            raise
+        filling, _ = self._learned_readiness(tally)
+        if filling:
             return None
         current = [
             [reconcile(self._replies(tally, where).values()) for where in where_keys]
@@ -309,16 +315,17 @@ class Coordinator:
         quorum.finished.addCallback(self._repair_records, groups, positions, homes)
         return current
 
-    def _learned_readiness(self, tally: QuorumTally) -> bool:
-        """Note what each reply said about its peer's readiness; True when a peer counted as
-        ready turned out to be filling (the read must be planned again)."""
-        surprised = False
+    def _learned_readiness(self, tally: QuorumTally) -> tuple[bool, bool]:
+        """Note what each reply said about its peer's readiness; returns whether some peer
+        planned as ready turned out to be filling, and whether some peer planned as filling
+        turned out ready (either way the read was planned on stale knowledge)."""
+        filling = ready_now = False
         for node, result in tally.results.items():
             ready = result.get("ready", True) is not False
-            if not ready and self.cluster.is_ready(node):
-                surprised = True
+            filling |= self.cluster.is_ready(node) and not ready
+            ready_now |= ready and not self.cluster.is_ready(node)
             self.cluster.heard_ready(node, ready)
-        return surprised
+        return filling, ready_now
 
     async def read_records(self, placement: str, keys: list[str], r: int) -> list[list[Sibling]]:
         """The reconciled siblings of each key from R replicas; stale replicas get repaired."""

@@ -128,6 +128,7 @@ class Node(service.MultiService):
             reactor.seconds,
             lambda: (self.collector.state.accounted, self.collector.state.swept),
             lambda reason: self.rejoin.stale(reason),
+            lambda: self.rejoin.checked,
         )
         self.rejoin = Rejoin(
             self.coordinator,

@@ -106,15 +106,18 @@ class AntiEntropy:
         clock: Callable[[], float],
         rounds: Callable[[], tuple[int, int]] = lambda: (0, 0),
         on_stale: Callable[[str], Any] = lambda reason: None,
+        may_exchange: Callable[[], bool] = lambda: True,
     ) -> None:
         """`rounds` gives this peer's (accounted, swept) collection rounds; `on_stale` is told
-        when a partner shows this peer's data predates a sweep it missed."""
+        when a partner shows this peer's data predates a sweep it missed; rounds start only once
+        `may_exchange()` (this peer's rounds were compared with the cluster's)."""
         self._coordinator = coordinator
         self._replica = replica
         self._run = run_in_thread
         self._now = clock
         self._rounds = rounds
         self._on_stale = on_stale
+        self._may_exchange = may_exchange
         self._turn = 0
         self._running = False
         self.counters = RepairCounters()
@@ -171,7 +174,7 @@ class AntiEntropy:
 
     async def run_round(self) -> None:
         """Exchange with the next up peer (each peer in turn), records then blocks."""
-        if self._running:
+        if self._running or not self._may_exchange():
             return
         self._running = True
         try:

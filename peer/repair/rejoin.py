@@ -85,6 +85,11 @@ class Rejoin:
             await self._collector.save()
         self._update_phase()
 
+    @property
+    def checked(self) -> bool:
+        """Whether this peer's rounds were compared with the cluster's since it started."""
+        return self._checked
+
     def stale(self, reason: str) -> None:
         """Anti-entropy learned that this peer's data predates a sweep: rebuild at the next
         step."""
