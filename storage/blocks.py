@@ -42,6 +42,9 @@ _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _FANOUT = [f"{i:02x}" for i in range(256)]
 DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
 _staging = threading.local()
+# Read errors that say the stored copy itself is bad: an I/O error of the medium, a damaged
+# file system, something other than a file where the block should be.
+_BAD_COPY = frozenset({errno.EIO, errno.EISDIR, errno.EBADMSG, errno.EUCLEAN, errno.ENXIO})
 log = logging.getLogger(__name__)
 
 
@@ -402,8 +405,12 @@ class DiskBlockStore(BlockStore):
         raise BlockCorrupt(hash, moved)
 
     def _unreadable(self, hash: str, path: Path, error: OSError) -> BlockUnreadable:
-        """The error for a copy that failed to read, moved to quarantine if it still can be."""
+        """The error for a copy that failed to read, moved to quarantine when the error is
+        the copy's own (the medium, the file system); a passing shortage (descriptors, memory)
+        leaves it in place."""
         log.warning("block %s: read failed: %s", hash, error)
+        if error.errno not in _BAD_COPY:
+            return BlockUnreadable(hash, error)
         with self._lock:
             try:
                 moved = self._quarantine_locked(hash, path)

@@ -242,7 +242,8 @@ class ApiResource(resource.Resource):
             # fewer bytes than Content-Length), never append an error to it.
             detail = e.detail if isinstance(e, ApiError) else repr(e)
             log.warning("GET %s aborted after the headers: %s", path, detail)
-            request.channel.transport.abortConnection()
+            if request.channel is not None:  # None: the client has gone already
+                request.channel.transport.abortConnection()
             return
         finally:
             request.unregisterProducer()

@@ -365,3 +365,21 @@ def test_disk_read_error_is_a_block_error_and_moves_the_copy_away(tmp_path: Path
     with pytest.raises(BlockNotFound):
         store.get(stored)
     assert store.get(store.put(HELLO)) == HELLO
+
+
+def test_disk_passing_read_errors_leave_the_copy_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of descriptors is no fault of the copy: BlockUnreadable, but nothing quarantined."""
+    store = DiskBlockStore(tmp_path / "blocks")
+    stored = store.put(HELLO)
+
+    def out_of_descriptors(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr("builtins.open", out_of_descriptors)
+    with pytest.raises(BlockUnreadable) as info:
+        store.get(stored)
+    assert info.value.quarantined_path is None
+    monkeypatch.undo()
+    assert store.quarantined() == [] and store.get(stored) == HELLO
