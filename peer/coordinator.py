@@ -550,7 +550,7 @@ class Coordinator:
             stored += siblings_from_wire(reply["records"][0])
         seen = context_of(stored)
         beyond = sorted(
-            f"{self.cluster.name_of(node)}={counter} (stored: {seen.entries.get(node, 0)})"
+            f"{self.cluster.name_of(node)[:40]!r}={counter} (stored: {seen.entries.get(node, 0)})"
             for node, counter in context.entries.items()
             if counter > seen.entries.get(node, 0)
         )

@@ -141,7 +141,8 @@ class BlockStore(abc.ABC):
 
     @abc.abstractmethod
     def get(self, hash: str) -> bytes:
-        """The verified bytes; BlockNotFound if absent, BlockCorrupt (and quarantine) if bad."""
+        """The verified bytes; BlockNotFound if absent, BlockCorrupt (and quarantine) if bad,
+        BlockUnreadable if the copy cannot be read."""
 
     @abc.abstractmethod
     def has(self, hash: str) -> bool:
