@@ -41,10 +41,10 @@ def get(coordinator: Coordinator, path: str) -> bytes:
     return run(collect())
 
 
-def swap_blocks(network: SimNetwork, node: str, blocks) -> Replica:
+def swap_blocks(network: SimNetwork, coordinators, node: str, blocks) -> Replica:
     """Give `node` another block store (its records stay); returns its new replica."""
     replica = Replica(blocks, network.replicas[node].records, inline)
-    network.replicas[node] = replica
+    network.replicas[node] = coordinators[node].local = replica
     network.handlers[node] = replica.handlers()
     return replica
 
@@ -65,7 +65,8 @@ def test_a_block_copy_that_fails_to_read_is_served_from_another_replica_and_repa
 ) -> None:
     network, coordinators = cluster(3)
     reader = coordinators["n0"]
-    disk = swap_blocks(network, "n1", DiskBlockStore(tmp_path / "n1-blocks", fsync=False))
+    disk_store = DiskBlockStore(tmp_path / "n1-blocks", fsync=False)
+    disk = swap_blocks(network, coordinators, "n1", disk_store)
     data = random.Random(7).randbytes(6 * BLOCK)
     put(reader, "/f", data)
     blocks = run(reader.resolve("/f", None, None)).manifest.blocks
@@ -91,7 +92,7 @@ def test_a_block_copy_that_fails_to_read_is_served_from_another_replica_and_repa
 def test_full_disks_that_keep_w_from_being_met_give_507_naming_the_peers(cluster) -> None:
     network, coordinators = cluster(3)
     put(coordinators["n0"], "/before", b"x" * (BLOCK + 1))
-    full = {node: swap_blocks(network, node, FullBlockStore()) for node in ("n1", "n2")}
+    full = {n: swap_blocks(network, coordinators, n, FullBlockStore()) for n in ("n1", "n2")}
     with pytest.raises(InsufficientStorage) as info:
         put(coordinators["n0"], "/big", b"y" * (BLOCK + 1))
     assert info.value.status == 507
