@@ -30,6 +30,7 @@ from peer.cluster import ClusterView
 from peer.errors import (
     BadRequest,
     ConflictingVersions,
+    InsufficientStorage,
     IsADirectory,
     NotADirectory,
     NotFound,
@@ -76,7 +77,13 @@ from peer.quorum import (
     plan_targets,
     reconcile,
 )
-from peer.replica import Replica, sibling_to_wire, siblings_from_wire
+from peer.replica import (
+    STORAGE_FULL,
+    UNREADABLE,
+    Replica,
+    sibling_to_wire,
+    siblings_from_wire,
+)
 from peer.rpc import RpcClient, RpcError
 from peer.versions import encode_version
 from storage.records import Sibling
@@ -123,9 +130,12 @@ class QuorumCall:
         calls: dict[str, Awaitable[Any]],
         required: int,
         groups: list[frozenset[str]] | None = None,
+        name_of: Callable[[str], str] = str,
     ) -> None:
         self.what = what
         self.tally = QuorumTally(groups or [frozenset(calls)], required)
+        self.full: set[str] = set()  # targets that failed because their disk is full
+        self._name_of = name_of
         self.decided: defer.Deferred[QuorumTally] = defer.Deferred()
         self.finished: defer.Deferred[QuorumTally] = defer.Deferred()
         if not calls or self.tally.impossible:
@@ -137,6 +147,8 @@ class QuorumCall:
         try:
             result = await call
         except (RpcError, WireError) as e:
+            if isinstance(e, RpcError) and e.code == STORAGE_FULL:
+                self.full.add(node)
             self.tally.failed(node, str(e))
         except Exception as e:
             log.exception("%s: call to %s failed", self.what, node)
@@ -158,10 +170,17 @@ class QuorumCall:
             self.finished.callback(tally)
 
     async def result(self) -> QuorumTally:
-        """The tally once the quorum is met; Unavailable when it cannot be."""
+        """The tally once the quorum is met; Unavailable when it cannot be, or
+        InsufficientStorage when full disks are among the reasons."""
         try:
             return await self.decided
         except QuorumError as e:
+            if self.full:
+                names = sorted(self._name_of(node) for node in self.full)
+                raise InsufficientStorage(
+                    f"{self.what}: not acknowledged: no space left on {', '.join(names)} ({e})",
+                    peers=names,
+                ) from None
             raise Unavailable(str(e)) from None
 
 
@@ -176,14 +195,17 @@ class Coordinator:
         connect: Callable[[str], RpcClient | None],
         name: str,
         clock: Callable[[], float] = time.time,
+        counters: CounterSource | None = None,
     ) -> None:
+        """`clock` is the wall clock (mtimes, the counter floor); `counters` issues this peer's
+        version counters (a peer's persists its mark in the data directory)."""
         self.cluster = cluster
         self.settings = settings
         self.local = local
         self._connect = connect
         self.name = name
         self._now = clock
-        self._counters = CounterSource(clock)
+        self._counters = counters if counters is not None else CounterSource(clock)
         self.read_repairs = 0
         self.pins = BlockPins()
 
@@ -252,7 +274,7 @@ class Coordinator:
             node: self.call(node, "record.put", {"items": items})
             for node, items in per_node.items()
         }
-        await QuorumCall(what, calls, w, counted).result()
+        await QuorumCall(what, calls, w, counted, self.cluster.name_of).result()
 
     async def read_groups(
         self, groups: list[tuple[str, list[str]]], r: int, what: str
@@ -415,7 +437,8 @@ class Coordinator:
             target.node: self._store_block_on(target, block_hash, data)
             for target in self.targets(block_hash)
         }
-        await QuorumCall(f"block {block_hash[:12]}", calls, w).result()
+        what = f"block {block_hash[:12]}"
+        await QuorumCall(what, calls, w, name_of=self.cluster.name_of).result()
 
     async def _store_block_on(self, target: Target, block_hash: str, data: bytes) -> None:
         if target.hint_for is None:
@@ -428,8 +451,13 @@ class Coordinator:
         await self.call(target.node, "block.put", args, timeout=BLOCK_TIMEOUT)
 
     async def fetch_block(self, block: Block) -> bytes:
-        """The verified bytes of `block` from the first replica (then any peer) that has them."""
+        """The verified bytes of `block` from the first replica (then any peer) that has them.
+
+        A replica whose copy failed verification or could not be read (its store moved the
+        copy to quarantine) is given the good bytes in the background: repaired, not just
+        skipped."""
         tried: list[str] = []
+        bad: list[str] = []
         candidates = [t.node for t in self.targets(block.hash)]
         candidates += [n for n in self.cluster.ring().members if n not in candidates]
         for node in candidates:
@@ -439,12 +467,27 @@ class Coordinator:
                 reply = await self.call(node, "block.get", {"hash": block.hash}, BLOCK_TIMEOUT)
             except (RpcError, WireError) as e:
                 tried.append(f"{self.cluster.name_of(node)}: {e}")
+                if isinstance(e, RpcError) and e.code in ("corrupt", UNREADABLE):
+                    bad.append(node)
                 continue
             data = reply.get("data")
             if isinstance(data, bytes) and blake3.blake3(data).hexdigest() == block.hash:
+                self._repair_block(block.hash, data, bad)
                 return data
             tried.append(f"{self.cluster.name_of(node)}: returned bytes that failed verification")
         raise Unavailable(f"block {block.hash} is on no reachable peer ({'; '.join(tried)})")
+
+    def _repair_block(self, block_hash: str, data: bytes, nodes: list[str]) -> None:
+        """Store a verified block again on `nodes`, whose copies were bad (in the background)."""
+        for node in nodes:
+            self.read_repairs += 1
+            log.warning("block %s was bad on %s: storing it again", block_hash, node)
+            repair = defer.ensureDeferred(
+                self.call(node, "block.put", {"hash": block_hash, "data": data}, BLOCK_TIMEOUT)
+            )
+            repair.addErrback(
+                lambda f, n=node: log.info("repair of block %s on %s: %s", block_hash, n, f.value)
+            )
 
     async def _write_blocks(
         self, body: BodyReader, w: int, pinned: list[str]
@@ -524,6 +567,8 @@ class Coordinator:
         self._require_file_path(found)
         require_traverse(identity, found.traversed())
         current = found.manifest
+        if context is not None:
+            await self._check_context(path, context, current)
         versions = decode_manifests(path, current)
         now = self._now()
         groups: Groups = []
@@ -568,6 +613,38 @@ class Coordinator:
         groups = self.file_writes(path, clock, manifest) + groups
         await self.write_records(groups, w, f"write {path}")
         return {"path": path, "size": size, "blake3": file_hash, "version": encode_version(clock)}
+
+    async def _check_context(
+        self, path: str, context: VectorClock, current: list[Sibling]
+    ) -> None:
+        """BadRequest when `context` carries a counter above every stored version of `path`.
+
+        A context comes from a read of the key, so it names no counter beyond the merge of the
+        versions stored there; a crafted one would otherwise push this peer's counters to
+        their end. The quorum read may have missed the replica holding the newest version, so
+        every target is asked before a context is refused."""
+        if context_of(current).descends(context):
+            return
+        key = manifest_key(path)
+        calls = {
+            target.node: self.call(target.node, "record.get", {"keys": [key]})
+            for target in self.targets(path)
+        }
+        tally = await QuorumCall(f"check the context of {path}", calls, 0).finished
+        stored = list(current)
+        for reply in tally.results.values():
+            stored += siblings_from_wire(reply["records"][0])
+        seen = context_of(stored)
+        beyond = sorted(
+            f"{self.cluster.name_of(node)[:40]!r}={counter} (stored: {seen.entries.get(node, 0)})"
+            for node, counter in context.entries.items()
+            if counter > seen.entries.get(node, 0)
+        )
+        if beyond:
+            raise BadRequest(
+                f"X-Qfs-Version: the context names counters no stored version of {path} has "
+                f"({', '.join(beyond[:4])}); read the file again and write with its context"
+            )
 
     @staticmethod
     def _require_file_path(found: Lookup) -> None:

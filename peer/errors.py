@@ -55,6 +55,13 @@ class Unavailable(ApiError):
     error = "unavailable"
 
 
+class InsufficientStorage(ApiError):
+    """A write was not acknowledged because replicas' disks are full (named in `peers`)."""
+
+    status = 507
+    error = "insufficient_storage"
+
+
 class Unauthorized(ApiError):
     """No valid token: missing, malformed, unknown or revoked."""
 

@@ -4,6 +4,12 @@ as one Twisted MultiService. The only module that touches the real reactor.
 Start-up order: the data directory is locked and opened before any socket is bound (a second
 peer on the same directory fails at once); services start in order and stop in reverse, so on
 SIGTERM the HTTP API stops taking requests, then gossip announces the leave.
+
+Clocks: the peer's reactor runs on the monotonic clock (`run_on_monotonic_clock`), so every
+timer and every liveness or expiry decision made from `reactor.seconds()` (gossip, suspicion,
+`--dead-after`, RPC timeouts, background rounds) ignores wall-clock steps; the wall clock
+(`time.time`) is used only for what is meant as a date: file mtimes and the floor of version
+counters, whose high-water mark the data directory keeps.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from peer.api.http import ApiResource, StreamingRequest
 from peer.cluster import ClusterView
 from peer.config import PeerConfig
 from peer.coordinator import Coordinator, QuorumSettings
+from peer.quorum import CounterSource
 from peer.record_writer import RecordWriter
 from peer.repair.antientropy import AntiEntropy
 from peer.repair.collector import GarbageCollector
@@ -103,7 +110,10 @@ class Node(service.MultiService):
             self.replica,
             self._client_for,
             config.name,
-            clock=reactor.seconds,
+            clock=time.time,
+            counters=CounterSource(
+                time.time, self.datadir.counter_mark.value, self.datadir.counter_mark.store
+            ),
         )
         self.collector = GarbageCollector(
             self.coordinator,
@@ -436,10 +446,24 @@ class _NodeCollector:
         yield states
 
 
+def run_on_monotonic_clock(reactor: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    """Make `reactor` schedule every delayed call by `clock` instead of the wall clock.
+
+    Twisted's reactors read `time.time` (twisted/twisted#2424), so a wall clock stepped
+    forward fires every pending timer at once (every suspicion expires) and one stepped back
+    stalls them all. The reactor reads `self.seconds()` wherever it schedules or runs a timer,
+    so replacing it before anything is scheduled is enough; then `reactor.seconds()` is no
+    date, and code wanting one reads `time.time`."""
+    if reactor.getDelayedCalls():
+        raise RuntimeError("the reactor's clock must be replaced before anything is scheduled")
+    reactor.seconds = clock
+
+
 def run_peer(config: PeerConfig) -> int:
     """Run one peer until SIGTERM or SIGINT; returns the process exit status."""
     from twisted.internet import reactor
 
+    run_on_monotonic_clock(reactor)
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",

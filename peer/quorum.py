@@ -143,20 +143,45 @@ def next_clock(
     return base.merge(VectorClock({node: counter - 1})).increment(node)
 
 
+RESERVE_CHUNK = 10_000_000  # counters reserved per persisted mark: 10 s of the wall clock
+
+
 class CounterSource:
     """This node's version counters: strictly increasing and at least the wall clock in
-    microseconds, so they keep increasing across restarts (clocks never move back by more
-    than the time a restart takes)."""
+    microseconds, and never repeating across restarts or wall-clock steps.
 
-    def __init__(self, wall_clock: Callable[[], float]) -> None:
+    Every counter issued is at most a high-water mark kept on disk (`reserve` stores it
+    durably). A counter beyond the mark first moves the mark a chunk ahead, before the clock
+    carrying it is returned to be written; a restart starts above the stored mark. So a clock
+    stepped back (or a restart on one) never makes this node issue a counter twice, and the
+    mark is written about once per chunk, not once per write.
+    """
+
+    def __init__(
+        self,
+        wall_clock: Callable[[], float],
+        mark: int = 0,
+        reserve: Callable[[int], None] = lambda mark: None,
+        chunk: int = RESERVE_CHUNK,
+    ) -> None:
+        """`mark` is the stored high-water mark (every counter issued before is <= it)."""
         self._wall_clock = wall_clock
-        self._last = 0
+        self._reserve = reserve
+        self._chunk = chunk
+        self._mark = mark
+        self._last = mark
 
     def floor(self) -> int:
         """The least counter the next version may use."""
         return max(self._last + 1, int(self._wall_clock() * 1_000_000))
 
     def issued(self, clock: VectorClock, node: str) -> VectorClock:
-        """Record that `clock` was given to a new version; returns it."""
-        self._last = max(self._last, clock.entries.get(node, 0))
+        """Record that `clock` is given to a new version; returns it once its counter is
+        covered by the stored mark (an error from `reserve` means it may not be used)."""
+        counter = clock.entries.get(node, 0)
+        if counter > self._mark:
+            mark = counter + self._chunk
+            self._reserve(mark)
+            self._mark = mark
+        self._last = max(self._last, counter)
         return clock

@@ -1,6 +1,8 @@
 """This peer's store as the rest of the cluster sees it: the RPC methods a replica serves.
 
-Blocking storage calls run in a thread pool so the reactor keeps moving bytes. Record writes
+Blocking storage calls run in a thread pool so the reactor keeps moving bytes. Local storage
+faults answer with their own codes: "storage_full" (the disk is full: nothing was stored),
+"unreadable" (a read error: the copy is treated as corrupt, so ask another replica). Record writes
 from concurrent requests share commits: the record store batches the puts waiting on its lock
 into one transaction (group commit), and none is acknowledged before its batch is durable.
 """
@@ -17,7 +19,8 @@ from twisted.internet import defer
 from gossip.wire import Message, WireError
 from peer.pins import BlockActivity
 from peer.rpc import Handler, RpcError
-from storage.blocks import BlockCorrupt, BlockNotFound, BlockStore, HashMismatch
+from storage.blocks import BlockCorrupt, BlockNotFound, BlockStore, BlockUnreadable, HashMismatch
+from storage.fsutil import StorageFull
 from storage.records import RecordStore, Sibling
 from storage.vclock import VectorClock
 
@@ -31,6 +34,8 @@ BLOCK_HINT = "b:"
 HINT_CLOCK = VectorClock({"hint": 1})
 MAX_BATCH_KEYS = 10_000
 MAX_INLINE_READS = 8
+STORAGE_FULL = "storage_full"
+UNREADABLE = "unreadable"
 
 
 def sibling_to_wire(sibling: Sibling) -> list[Any]:
@@ -160,8 +165,10 @@ class Replica:
             raise RpcError("hash_mismatch", str(e)) from None
         except ValueError as e:
             raise RpcError("bad_request", str(e)) from None
+        except StorageFull as e:
+            raise RpcError(STORAGE_FULL, str(e)) from None
         if hint_for is not None:
-            await self._put_records([(hint_key(hint_for, BLOCK_HINT + block), _hint())])
+            await self._store_records([(hint_key(hint_for, BLOCK_HINT + block), _hint())])
         return {}
 
     async def block_get(self, message: Message) -> dict[str, Any]:
@@ -172,6 +179,8 @@ class Replica:
             raise RpcError("not_found", f"no block {block}") from None
         except BlockCorrupt:
             raise RpcError("corrupt", f"block {block} failed verification; quarantined") from None
+        except BlockUnreadable as e:
+            raise RpcError(UNREADABLE, str(e)) from None
         except ValueError as e:
             raise RpcError("bad_request", str(e)) from None
         return {"data": data}
@@ -208,8 +217,14 @@ class Replica:
             items.append((key, sibling))
             if hint_for is not None:
                 items.append((hint_key(hint_for, key), _hint()))
-        await self._put_records(items)
+        await self._store_records(items)
         return {}
+
+    async def _store_records(self, items: list[tuple[str, Sibling]]) -> None:
+        try:
+            await self._put_records(items)
+        except StorageFull as e:
+            raise RpcError(STORAGE_FULL, str(e)) from None
 
     async def record_range(self, message: Message) -> dict[str, Any]:
         prefix = message.field("prefix", str)

@@ -12,6 +12,10 @@ import binascii
 from storage.vclock import VectorClock
 
 MAX_VERSION_TEXT = 4096
+# No counter this cluster issues comes near this: counters start from the wall clock in
+# microseconds (2**60 of them is 36,000 years) and grow by one per write. Refusing anything
+# above it keeps 2**64 - 2**60 of headroom, so merging a context never runs a counter out.
+MAX_CONTEXT_COUNTER = 2**60
 
 
 def encode_version(clock: VectorClock) -> str:
@@ -28,6 +32,13 @@ def decode_version(text: str) -> VectorClock:
     except (binascii.Error, ValueError):
         raise ValueError("version context is not base64") from None
     try:
-        return VectorClock.decode(raw)
+        clock = VectorClock.decode(raw)
     except ValueError as e:
         raise ValueError(f"version context is not a vector clock: {e}") from None
+    for node, counter in clock.entries.items():
+        if counter > MAX_CONTEXT_COUNTER:
+            raise ValueError(
+                f"version context counter {counter} for {node[:64]!r} is beyond any this "
+                f"cluster issues (at most {MAX_CONTEXT_COUNTER})"
+            )
+    return clock

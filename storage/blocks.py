@@ -4,6 +4,9 @@ Contract (run against every implementation by tests/unit/test_blocks.py):
 - ``put`` is idempotent: storing an existing block succeeds without rewriting it.
 - every ``get`` re-hashes; a mismatch moves the bad copy to quarantine and raises BlockCorrupt,
   after which the block is absent (so a replica can fetch a good copy and ``put`` it again).
+- a local read error (EIO and the like) raises BlockUnreadable and moves the copy out of the
+  way when it can, as corruption does: the block is served from another replica and stored
+  again; a full disk fails a ``put`` with ``storage.fsutil.StorageFull``, storing nothing.
 - a hash string is exactly 64 lowercase hex digits, anything else is a ValueError: a name can
   never walk out of the store's directory.
 
@@ -33,12 +36,15 @@ from pathlib import Path
 
 import blake3
 
-from storage.fsutil import sync_dir
+from storage.fsutil import NO_SPACE, StorageFull, sync_dir
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _FANOUT = [f"{i:02x}" for i in range(256)]
 DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
 _staging = threading.local()
+# Read errors that say the stored copy itself is bad: an I/O error of the medium, a damaged
+# file system, something other than a file where the block should be.
+_BAD_COPY = frozenset({errno.EIO, errno.EISDIR, errno.EBADMSG, errno.EUCLEAN, errno.ENXIO})
 log = logging.getLogger(__name__)
 
 
@@ -93,6 +99,18 @@ class BlockCorrupt(BlockError):
         self.quarantined_path = quarantined_path
 
 
+class BlockUnreadable(BlockError):
+    """The local copy could not be read (an I/O error); treat it like corruption: it was moved
+    to quarantine when the file system still allowed that, so a good copy can be stored."""
+
+    def __init__(self, hash: str, error: OSError, quarantined_path: Path | None = None) -> None:
+        where = f"moved to {quarantined_path}" if quarantined_path else "left in place"
+        super().__init__(f"block {hash} is unreadable: {error} ({where})")
+        self.hash = hash
+        self.error = error
+        self.quarantined_path = quarantined_path
+
+
 def block_hash(data: bytes) -> str:
     """The block's name: BLAKE3 of its bytes as 64 lowercase hex digits."""
     return blake3.blake3(data).hexdigest()
@@ -123,7 +141,8 @@ class BlockStore(abc.ABC):
 
     @abc.abstractmethod
     def get(self, hash: str) -> bytes:
-        """The verified bytes; BlockNotFound if absent, BlockCorrupt (and quarantine) if bad."""
+        """The verified bytes; BlockNotFound if absent, BlockCorrupt (and quarantine) if bad,
+        BlockUnreadable if the copy cannot be read."""
 
     @abc.abstractmethod
     def has(self, hash: str) -> bool:
@@ -294,7 +313,17 @@ class DiskBlockStore(BlockStore):
             # the directory (cheap when clean) makes our acknowledgement true.
             self._sync_dir(final.parent)
             return hash
-        temp = self._write_temp(hash, data)
+        try:
+            self._store(hash, data, final, size)
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise StorageFull(f"no space for block {hash} under {self.root}: {e}") from e
+            raise
+        return hash
+
+    def _store(self, hash: str, data: bytes, final: Path, size: int) -> None:
+        """Write, rename into place and sync a block that is not stored (or stored torn)."""
+        temp: Path | None = self._write_temp(hash, data)
         try:
             with self._lock:
                 existing = _stat_size(final)
@@ -310,7 +339,6 @@ class DiskBlockStore(BlockStore):
             if temp is not None:
                 os.unlink(temp)
         self._sync_dir(final.parent)
-        return hash
 
     def _write_temp(self, hash: str, data: bytes) -> Path:
         """Write ``data`` to a fresh read-only file under incoming/ and make it durable."""
@@ -360,6 +388,8 @@ class DiskBlockStore(BlockStore):
                 data = file.read()
         except FileNotFoundError:
             raise BlockNotFound(hash) from None
+        except OSError as e:
+            raise self._unreadable(hash, path, e) from e
         if block_hash(data) == hash:
             return data
         with self._lock:
@@ -374,6 +404,21 @@ class DiskBlockStore(BlockStore):
             )
             moved = self._quarantine_locked(hash, path) if same else None
         raise BlockCorrupt(hash, moved)
+
+    def _unreadable(self, hash: str, path: Path, error: OSError) -> BlockUnreadable:
+        """The error for a copy that failed to read, moved to quarantine when the error is
+        the copy's own (the medium, the file system); a passing shortage (descriptors, memory)
+        leaves it in place."""
+        log.warning("block %s: read failed: %s", hash, error)
+        if error.errno not in _BAD_COPY:
+            return BlockUnreadable(hash, error)
+        with self._lock:
+            try:
+                moved = self._quarantine_locked(hash, path)
+            except OSError as e:
+                log.warning("block %s: cannot move the unreadable copy away: %s", hash, e)
+                moved = None
+        return BlockUnreadable(hash, error, moved)
 
     def _quarantine_locked(self, hash: str, path: Path) -> Path:
         """Move a bad copy out of the store (caller holds the lock); returns its new path."""

@@ -4,6 +4,7 @@ Layout::
 
     DIR/LOCK            flock'ed by the owning process, holds its pid (for error messages)
     DIR/node_id         32 lowercase hex digits, created once on first open and kept
+    DIR/counter_mark    the version-counter high-water mark (CounterMark)
     DIR/blocks/         DiskBlockStore
     DIR/records.sqlite  RecordStore (plus its -wal and -shm files)
 
@@ -17,14 +18,17 @@ import fcntl
 import os
 import re
 import secrets
+import struct
+import zlib
 from pathlib import Path
 from types import TracebackType
 
 from storage.blocks import DiskBlockStore
-from storage.fsutil import sync_dir, write_atomic
+from storage.fsutil import NO_SPACE, StorageFull, sync_dir, write_atomic
 from storage.records import RecordStore
 
 _NODE_ID_RE = re.compile(r"[0-9a-f]{32}\n?")
+_SLOT = struct.Struct(">QI")  # mark, CRC-32 of the mark's 8 bytes
 
 
 class DataDirLocked(RuntimeError):
@@ -47,6 +51,7 @@ class DataDir:
         self._lock_fd: int | None = _acquire_lock(self.path / "LOCK")
         try:
             self.node_id = _load_node_id(self.path / "node_id")
+            self.counter_mark = CounterMark(self.path / "counter_mark")
             self.blocks = DiskBlockStore(self.path / "blocks", fsync=fsync)
             self.records = RecordStore(self.path / "records.sqlite")
         except BaseException:
@@ -57,6 +62,7 @@ class DataDir:
         """Close the record store and release the lock. Idempotent."""
         if self._lock_fd is not None:
             self.records.close()
+            self.counter_mark.close()
             self._release()
 
     def _release(self) -> None:
@@ -114,3 +120,66 @@ def _load_node_id(path: Path) -> str:
             "fix or remove the file only if this directory should become a new node"
         )
     return text.strip()
+
+
+class CounterMark:
+    """A durable, only-growing integer: the high-water mark of this node's version counters.
+
+    Two checksummed slots, written in place alternately (the older one each time) and
+    fdatasync'd: a crash mid-write tears at most the slot being written, and the other still
+    holds the previous mark; the mark is the larger valid slot. Writing in place allocates
+    nothing, so the mark still moves on a full disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating it with a mark of 0) or load the file; ValueError if no slot is valid."""
+        self.path = path
+        if not path.exists():
+            write_atomic(path, _slot(0) * 2)
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        raw = os.pread(self._fd, 2 * _SLOT.size, 0)
+        slots = [_parse_slot(raw[i * _SLOT.size : (i + 1) * _SLOT.size]) for i in range(2)]
+        valid = [mark for mark in slots if mark is not None]
+        if not valid:
+            os.close(self._fd)
+            raise ValueError(
+                f"{path}: both copies of the version-counter mark are damaged; remove the "
+                "file only if the wall clock is known to be ahead of every write this node made"
+            )
+        self.value = max(valid)
+        self._older = slots.index(min(slots, key=lambda m: -1 if m is None else m))
+
+    def store(self, mark: int) -> None:
+        """Raise the mark to `mark` durably (no-op when not higher); StorageFull when the disk
+        refuses the write."""
+        if mark <= self.value:
+            return
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        try:
+            os.pwrite(self._fd, _slot(mark), self._older * _SLOT.size)
+            os.fdatasync(self._fd)
+        except OSError as e:
+            if e.errno in NO_SPACE:
+                raise StorageFull(f"no space to store the counter mark in {self.path}") from e
+            raise
+        self.value = mark
+        self._older = 1 - self._older
+
+    def close(self) -> None:
+        """Close the file. Idempotent."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _slot(mark: int) -> bytes:
+    packed = mark.to_bytes(8, "big")
+    return _SLOT.pack(mark, zlib.crc32(packed))
+
+
+def _parse_slot(raw: bytes) -> int | None:
+    if len(raw) != _SLOT.size:
+        return None
+    mark, crc = _SLOT.unpack(raw)
+    return mark if zlib.crc32(mark.to_bytes(8, "big")) == crc else None

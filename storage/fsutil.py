@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class StorageFull(OSError):
+    """A write found the disk (or the quota) full; nothing of it was stored. Reads still work,
+    and writes work again once space is freed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ENOSPC, detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 def sync_dir(path: str | Path) -> None:

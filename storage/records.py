@@ -8,6 +8,9 @@ SQLite in WAL mode with ``synchronous=FULL``: a write is durable when the call r
 Writers that overlap share one transaction and one fsync (group commit): a caller queues its
 items, and whichever caller holds the database lock commits everything queued so far, each
 caller's items under its own savepoint so one caller's bad record cannot fail another's.
+A database error (a full disk above all: SQLite may then roll back the whole transaction)
+fails the whole batch; a full disk is ``storage.fsutil.StorageFull``, and the store takes
+writes again once space is freed.
 Thread-safe: one writer connection guarded by a lock, and one reader connection with its own
 lock, so reads see the last committed state without waiting behind a commit's fsync.
 """
@@ -23,7 +26,7 @@ from typing import cast
 
 import cbor2
 
-from storage.fsutil import sync_dir
+from storage.fsutil import StorageFull, sync_dir
 from storage.vclock import VectorClock
 
 _PAGE = 256  # rows fetched per query when iterating, so the lock is never held across yields
@@ -175,6 +178,8 @@ class RecordStore:
                     db.execute("SAVEPOINT request")
                     try:
                         request.results = [self._apply(db, k, s) for k, s in request.items]
+                    except sqlite3.Error:
+                        raise  # the database's trouble, not this request's: fail the batch
                     except Exception as exc:
                         db.execute("ROLLBACK TO request")
                         request.error = exc
@@ -185,13 +190,20 @@ class RecordStore:
                     db.execute("ROLLBACK")
                 raise
         except BaseException as exc:
+            error = self._storage_error(exc)
             for request in batch:
-                request.error = request.error or exc
+                request.error = request.error or error
             if not isinstance(exc, Exception):
                 raise
         finally:
             for request in batch:
                 request.done = True
+
+    def _storage_error(self, exc: BaseException) -> BaseException:
+        """StorageFull for SQLite's "database or disk is full", else `exc` itself."""
+        if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            return StorageFull(f"no space for records in {self.path}: {exc}")
+        return exc
 
     def _apply(self, db: sqlite3.Connection, key: str, new: Sibling) -> list[Sibling]:
         siblings = self._load(db, key)

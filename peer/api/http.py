@@ -23,11 +23,19 @@ from peer.api.auth import Authenticator
 from peer.api.incoming import BodyLost, IncomingBody
 from peer.body import BodyReader, FileBody
 from peer.coordinator import Coordinator
-from peer.errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound
+from peer.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    InsufficientStorage,
+    MethodNotAllowed,
+    NotFound,
+)
 from peer.namespace import Namespace
 from peer.paths import PathError, normalize
 from peer.permissions import ADMIN_IDENTITY, Identity, check_name, parse_mode
 from peer.versions import decode_version
+from storage.fsutil import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +163,11 @@ class ApiResource(resource.Resource):
             identity = ADMIN_IDENTITY
             if self.auth is not None and prefix not in OPEN_ROUTES:
                 identity = await self.auth.identify(request.getHeader(b"authorization"))
-            result = await route(request, rest, identity)
+            try:
+                result = await route(request, rest, identity)
+            except StorageFull as e:  # this peer's own disk, e.g. reserving version counters
+                name = self.coordinator.name
+                raise InsufficientStorage(f"{name}: {e}", peers=[name]) from None
             if result is not None:
                 status, body = result
                 await _send_json(request, status, body)
@@ -225,9 +237,13 @@ class ApiResource(resource.Resource):
                 if backpressure.stopped:
                     return
                 request.write(chunk)
-        except ApiError as e:
-            log.warning("GET %s aborted after the headers: %s", path, e.detail)
-            request.channel.loseConnection()  # the client sees a short body, never wrong bytes
+        except Exception as e:
+            # The status line is out: any error now must cut the body short (the client sees
+            # fewer bytes than Content-Length), never append an error to it.
+            detail = e.detail if isinstance(e, ApiError) else repr(e)
+            log.warning("GET %s aborted after the headers: %s", path, detail)
+            if request.channel is not None:  # None: the client has gone already
+                request.channel.transport.abortConnection()
             return
         finally:
             request.unregisterProducer()

@@ -43,6 +43,7 @@ from peer.replica import (
 from peer.ring import HashRing
 from peer.rpc import Handler, RpcError
 from storage.blocks import BlockError
+from storage.fsutil import StorageFull
 from storage.records import Sibling
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class AntiEntropy:
             now = self._now()
             self.counters.last_round_at = now
             self.counters.partners[self._coordinator.cluster.name_of(partner)] = now
-        except (RpcError, WireError, BlockError) as e:
+        except (RpcError, WireError, BlockError, StorageFull) as e:
             self.counters.errors += 1
             log.info("anti-entropy round stopped: %s", e)
         finally:

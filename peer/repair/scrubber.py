@@ -2,7 +2,9 @@
 
 A block whose bytes no longer hash to its name is quarantined by the block store on read;
 the scrubber then fetches a verified copy from another replica and stores it again, so a
-rotting disk heals without anyone reading the file.
+rotting disk heals without anyone reading the file. A block that cannot be read (an I/O error)
+is handled the same way; a block that cannot be repaired now (no good copy reachable, a full
+disk) is logged and skipped, and the pass carries on with the next.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from peer.coordinator import Coordinator
 from peer.errors import ApiError
 from peer.manifest import Block
 from peer.replica import RunInThread
-from storage.blocks import BlockCorrupt, BlockNotFound, BlockStore
+from storage.blocks import BlockCorrupt, BlockNotFound, BlockStore, BlockUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +87,9 @@ class Scrubber:
             data = await self._run(self._blocks.get, block)
         except BlockNotFound:
             return 0  # deleted since the listing
-        except BlockCorrupt as e:
+        except (BlockCorrupt, BlockUnreadable) as e:
             self.counters.corrupt += 1
-            log.warning("scrub: block %s is corrupt (quarantined at %s)", block, e.quarantined_path)
+            log.warning("scrub: %s", e)
             await self._repair(block)
             return 0
         self.counters.verified += 1
@@ -100,5 +102,9 @@ class Scrubber:
         except ApiError as e:
             log.warning("scrub: no verified copy of %s to repair from: %s", block, e.detail)
             return
-        await self._run(self._blocks.put, data, block)
+        try:
+            await self._run(self._blocks.put, data, block)
+        except OSError as e:  # a full or failing disk: the next pass tries again
+            log.warning("scrub: cannot store block %s again: %s", block, e)
+            return
         self.counters.repaired += 1

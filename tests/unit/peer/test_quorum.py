@@ -1,5 +1,7 @@
 """Quorum decisions without I/O: targets, tallies, reconciliation, clocks of new versions."""
 
+import pytest
+
 from peer.quorum import (
     CounterSource,
     QuorumTally,
@@ -103,3 +105,31 @@ def test_counters_never_repeat_even_when_reads_see_nothing_new() -> None:
     restarted = CounterSource(lambda: now[0] + 5)  # same node after a restart, seconds later
     again = next_clock(VectorClock(), [], "a", restarted.floor())
     assert again.entries["a"] > racing.entries["a"]
+
+
+def test_counters_never_go_back_when_the_wall_clock_steps_back_or_across_a_restart() -> None:
+    now = [1_000.0]
+    stored: list[int] = []
+    source = CounterSource(lambda: now[0], 0, stored.append, chunk=1_000)
+    issued = [source.issued(next_clock(VectorClock(), [], "a", source.floor()), "a")]
+    assert stored == [issued[0].entries["a"] + 1_000]  # reserved before the counter is used
+    now[0] -= 3_600  # the wall clock steps back an hour
+    for _ in range(3):
+        issued.append(source.issued(next_clock(VectorClock(), [], "a", source.floor()), "a"))
+    counters = [clock.entries["a"] for clock in issued]
+    assert counters == sorted(set(counters))  # strictly increasing
+    assert len(stored) == 1  # the chunk covers them: no write per counter
+    restarted = CounterSource(lambda: now[0], stored[-1], stored.append, chunk=1_000)
+    after = restarted.issued(next_clock(VectorClock(), [], "a", restarted.floor()), "a")
+    assert after.entries["a"] > max(counters)
+
+
+def test_a_counter_beyond_the_mark_is_not_issued_when_the_mark_cannot_be_stored() -> None:
+    def disk_full(mark: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    source = CounterSource(lambda: 5.0, 0, disk_full)
+    clock = next_clock(VectorClock(), [], "a", source.floor())
+    with pytest.raises(OSError):
+        source.issued(clock, "a")
+    assert source.floor() == clock.entries["a"]  # nothing was recorded as issued

@@ -19,11 +19,13 @@ from storage.blocks import (
     BlockNotFound,
     BlockStats,
     BlockStore,
+    BlockUnreadable,
     DiskBlockStore,
     HashMismatch,
     MemoryBlockStore,
     block_hash,
 )
+from storage.fsutil import StorageFull
 
 HELLO = b"hello, blocks"
 HELLO_HASH = block_hash(HELLO)
@@ -336,7 +338,48 @@ def test_disk_write_errors_other_than_no_direct_io_fail_the_put(
     monkeypatch.setattr("storage.blocks._write_all", disk_full)
     store = DiskBlockStore(tmp_path / "blocks")
     data = os.urandom(8192)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StorageFull, match=f"no space for block {block_hash(data)}"):
         store.put(data)
     assert not store.has(block_hash(data))
     assert os.listdir(store.root / "incoming") == []
+    monkeypatch.undo()  # space is back: the same store takes the block
+    assert store.get(store.put(data)) == data
+
+
+def test_disk_read_error_is_a_block_error_and_moves_the_copy_away(tmp_path: Path) -> None:
+    """A copy the kernel refuses to read (here a directory where the file was: EISDIR, an
+    OSError like EIO) is BlockUnreadable, quarantined, and can be stored again."""
+    store = DiskBlockStore(tmp_path / "blocks")
+    stored = store.put(HELLO)
+    path = store.root / stored[:2] / stored
+    path.chmod(0o644)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(BlockUnreadable) as info:
+        store.get(stored)
+    assert isinstance(info.value, BlockError)
+    assert isinstance(info.value.error, OSError)
+    assert info.value.quarantined_path is not None
+    assert not store.has(stored)
+    assert store.quarantined() == [stored]
+    with pytest.raises(BlockNotFound):
+        store.get(stored)
+    assert store.get(store.put(HELLO)) == HELLO
+
+
+def test_disk_passing_read_errors_leave_the_copy_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of descriptors is no fault of the copy: BlockUnreadable, but nothing quarantined."""
+    store = DiskBlockStore(tmp_path / "blocks")
+    stored = store.put(HELLO)
+
+    def out_of_descriptors(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr("builtins.open", out_of_descriptors)
+    with pytest.raises(BlockUnreadable) as info:
+        store.get(stored)
+    assert info.value.quarantined_path is None
+    monkeypatch.undo()
+    assert store.quarantined() == [] and store.get(stored) == HELLO

@@ -105,3 +105,49 @@ def test_corrupt_record_file_fails_cleanly(tmp_path: Path) -> None:
     (tmp_path / "records.sqlite").unlink()
     with DataDir(tmp_path):
         pass
+
+
+def test_the_counter_mark_only_grows_and_survives_reopen(tmp_path: Path) -> None:
+    with DataDir(tmp_path) as data:
+        assert data.counter_mark.value == 0
+        data.counter_mark.store(1_000)
+        data.counter_mark.store(500)  # never lowered
+        data.counter_mark.store(2_000)
+        assert data.counter_mark.value == 2_000
+    with DataDir(tmp_path) as again:
+        assert again.counter_mark.value == 2_000
+
+
+def test_a_torn_counter_mark_write_keeps_the_previous_mark(tmp_path: Path) -> None:
+    with DataDir(tmp_path) as data:
+        data.counter_mark.store(1_000)
+        data.counter_mark.store(2_000)
+        size = (tmp_path / "counter_mark").stat().st_size
+    raw = bytearray((tmp_path / "counter_mark").read_bytes())
+    raw[size // 2 + 3] ^= 0xFF  # the slot written last (2_000) is torn
+    (tmp_path / "counter_mark").write_bytes(bytes(raw))
+    with DataDir(tmp_path) as again:
+        assert again.counter_mark.value == 1_000
+        again.counter_mark.store(3_000)  # overwrites the torn slot, keeps the good one
+    with DataDir(tmp_path) as third:
+        assert third.counter_mark.value == 3_000
+
+
+def test_a_counter_mark_with_no_good_copy_refuses_to_open(tmp_path: Path) -> None:
+    with DataDir(tmp_path):
+        pass
+    (tmp_path / "counter_mark").write_bytes(b"\xff" * 24)
+    with pytest.raises(ValueError, match="counter_mark"):
+        DataDir(tmp_path)
+    (tmp_path / "counter_mark").unlink()
+    with DataDir(tmp_path):  # the lock was released by the failed open
+        pass
+
+
+def test_the_counter_mark_is_written_in_place(tmp_path: Path) -> None:
+    """No new file or block per mark: the mark still moves when the disk is full."""
+    with DataDir(tmp_path) as data:
+        inode = (tmp_path / "counter_mark").stat().st_ino
+        data.counter_mark.store(7)
+        assert (tmp_path / "counter_mark").stat().st_ino == inode
+        assert not (tmp_path / "counter_mark.tmp").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
+from storage.fsutil import StorageFull
 from storage.records import RecordCorrupt, RecordStore, Sibling
 from storage.vclock import VectorClock
 
@@ -294,3 +295,21 @@ def test_corrupt_row_is_a_clear_error(store: RecordStore, db_path: Path, blob: o
     assert list(store.keys()) == ["broken/key", "fine"]
     assert store.delete("broken/key")  # the way out: purge, then repair from a replica
     assert store.put("broken/key", Sibling(vc(a=5), b"v")) == [Sibling(vc(a=5), b"v")]
+
+
+def test_a_full_database_fails_the_batch_clearly_and_recovers(store: RecordStore) -> None:
+    """SQLite's "database or disk is full" (here from max_page_count, the same SQLITE_FULL a
+    full disk gives) fails every write of the batch as StorageFull, never as a lost savepoint;
+    reads keep working and writes resume once there is room."""
+    store.put("kept", Sibling(vc(a=1), b"v"))
+    pages = store._conn().execute("PRAGMA page_count").fetchone()[0]
+    store._conn().execute(f"PRAGMA max_page_count={pages}")
+    big = [(f"k{i}", Sibling(vc(a=1), b"x" * 3000)) for i in range(20)]
+    with pytest.raises(StorageFull, match="database or disk is full"):
+        store.put_many(big)
+    outcomes = store.put_groups([big, [("small", Sibling(vc(a=1), b"y"))]])
+    assert all(isinstance(outcome, StorageFull) for outcome in outcomes)
+    assert store.get("kept") == [Sibling(vc(a=1), b"v")]
+    assert store.get("k0") == [] and store.get("small") == []
+    store._conn().execute("PRAGMA max_page_count=1000000")
+    assert store.put_many(big)[0] == [Sibling(vc(a=1), b"x" * 3000)]
