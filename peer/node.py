@@ -123,6 +123,7 @@ class Node(service.MultiService):
             time.monotonic,
             config.gc_grace,
             config.horizon,
+            config.gc_interval,
         )
         self.handoff = HintedHandoff(
             self.coordinator,

@@ -82,7 +82,10 @@ class GarbageCollector:
         monotonic: Callable[[], float],
         grace: float,
         horizon: float,
+        interval: float = 0.0,
     ) -> None:
+        """`interval`: how often rounds run; a peer swept by another peer's round within the
+        last interval leaves the next round to it (one runner is enough, any one is safe)."""
         self._coordinator = coordinator
         self._replica = replica
         self._run = run_in_thread
@@ -90,6 +93,8 @@ class GarbageCollector:
         self._monotonic = monotonic
         self._grace = grace
         self._horizon = horizon
+        self._interval = interval
+        self._swept_by_other_at: float | None = None
         self.state = HorizonState()
         self._loaded = False
         self._observed_at: float | None = None
@@ -165,6 +170,10 @@ class GarbageCollector:
         await self.observe()
         if not self._replica.state.verified:
             return self._skip("this peer's data is still being checked against the cluster")
+        other = self._swept_by_other_at
+        if other is not None and self._monotonic() - other < self._interval:
+            return  # another peer is running the rounds
+
         cluster = self._coordinator.cluster
         away = self.state.away()
         if away:
@@ -314,6 +323,8 @@ class GarbageCollector:
                 raise WireError("gc.sweep: only tombstones of replicated keys are purged")
             purge.append((raw[0], siblings))
         mark = self._marks.pop(round_id, None)
+        if not round_id.startswith(self._coordinator.cluster.self_id + ":"):
+            self._swept_by_other_at = self._monotonic()
         if generation > self.state.swept:
             self.state.swept = generation
             await self.save()

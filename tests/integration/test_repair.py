@@ -135,7 +135,12 @@ def test_gc_collects_deleted_files_blocks_but_not_shared_ones(tmp_path: Path) ->
         client.put("/keep", shared + os.urandom(64 * 1024))
         client.put("/drop", shared + os.urandom(64 * 1024))
         urls = [p.http_url for p in cluster.peers]
-        before = sum(metric(url, "qfs_block_bytes") for url in urls)
+        before = 9 * 64 * 1024  # three distinct blocks, three copies each
+        wait_for(
+            lambda: sum(metric(url, "qfs_block_bytes") for url in urls) == before,
+            30,
+            "three copies of every block",
+        )
         client.rm("/drop")
         wait_for(
             lambda: sum(metric(url, "qfs_block_bytes") for url in urls) <= before - 3 * 64 * 1024,
