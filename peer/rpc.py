@@ -17,8 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IPushProducer, IReactorTCP, IReactorTime, ITCPTransport
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IPushProducer,
+    IReactorTCP,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -279,11 +285,19 @@ class RpcClientProtocol(protocol.Protocol):
 
 
 class RpcClient:
-    """Calls to one remote peer over one lazily (re)connected TCP connection."""
+    """Calls to one remote peer over one lazily (re)connected TCP connection (TLS with `tls`)."""
 
-    def __init__(self, reactor: Any, codec: Codec, host: str, port: int) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        codec: Codec,
+        host: str,
+        port: int,
+        tls: IOpenSSLClientConnectionCreator | None = None,
+    ) -> None:
         self._reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
         self._codec = codec
+        self._tls = tls
         self.host = host
         self.port = port
         self._protocol: RpcClientProtocol | None = None
@@ -310,6 +324,8 @@ class RpcClient:
             endpoint = TCP4ClientEndpoint(
                 self._reactor, self.host, self.port, timeout=CONNECT_TIMEOUT
             )
+            if self._tls is not None:
+                endpoint = wrapClientTLS(self._tls, endpoint)
             connectProtocol(endpoint, RpcClientProtocol(self._codec)).addBoth(self._connected)
         return await waiter
 

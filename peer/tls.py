@@ -1,0 +1,209 @@
+"""TLS for a peer: mutual TLS between peers (RPC and gossip push-pull) and HTTPS for clients.
+
+Every peer holds the cluster CA's certificate and its own certificate and key (issued by `qfs
+cluster cert`, common name = the member name). Between peers both sides must present a
+certificate the CA signed, or the handshake fails and the connection carries nothing; a peer
+dialling a member also checks that the certificate's common name is that member's name, so an
+address taken over by another certificate holder gets nothing either. The HTTP API serves the
+same certificate to clients and asks none of them (they authenticate with bearer tokens).
+
+Peers speak TLS 1.3 to each other (1.2 only where the OpenSSL build has no 1.3); clients may
+use 1.2 or later. `reload` re-reads the three files: the contexts are rebuilt and every new
+connection uses them, while open connections keep the certificate they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from zope.interface import implementer
+
+from gossip.crypto import Keyring
+
+log = logging.getLogger(__name__)
+
+PEER_MIN_VERSION = getattr(SSL, "TLS1_3_VERSION", SSL.TLS1_2_VERSION)
+CLIENT_MIN_VERSION = SSL.TLS1_2_VERSION
+
+
+class TlsError(ValueError):
+    """TLS files that cannot be used; the message names the file and what is wrong."""
+
+
+def read_keyring(path: Path) -> Keyring:
+    """The gossip keyring in `path`; TlsError naming the file if it cannot be used."""
+    try:
+        return Keyring.loads(path.read_text())
+    except FileNotFoundError:
+        raise TlsError(f"{path} is missing") from None
+    except (OSError, ValueError) as e:
+        raise TlsError(f"{path}: {e}") from None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The three files a peer's TLS needs."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def certificate_name(cert: x509.Certificate) -> str | None:
+    """The common name of `cert` (a peer certificate's member name), or None."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else None
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class _Contexts:
+    peer: SSL.Context  # both ends of peer connections
+    https: SSL.Context
+    name: str | None
+    serial: int
+    not_after: str
+
+
+def _context(files: TlsFiles, min_version: int) -> SSL.Context:
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(min_version)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    context.use_certificate_chain_file(str(files.cert))
+    context.use_privatekey_file(str(files.key))
+    context.check_privatekey()
+    return context
+
+
+def _load(files: TlsFiles) -> _Contexts:
+    for path in (files.ca, files.cert, files.key):
+        if not path.is_file():
+            raise TlsError(f"{path} is missing")
+    try:
+        leaf = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
+    except ValueError as e:
+        raise TlsError(f"{files.cert} or {files.ca} is not a PEM certificate: {e}") from None
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError) as e:
+        raise TlsError(f"{files.cert} was not issued by the CA in {files.ca}: {e}") from None
+    try:
+        peer = _context(files, PEER_MIN_VERSION)
+        peer.load_verify_locations(str(files.ca))
+        peer.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _chain_only)
+        https = _context(files, CLIENT_MIN_VERSION)
+    except SSL.Error as e:
+        raise TlsError(f"{files.cert} / {files.key} cannot be used: {e}") from None
+    return _Contexts(
+        peer,
+        https,
+        certificate_name(leaf),
+        leaf.serial_number,
+        leaf.not_valid_after_utc.isoformat(),
+    )
+
+
+def _chain_only(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int,
+                ok: int) -> bool:
+    """OpenSSL's verdict on the chain (signed by the cluster CA, in date, right usage)."""
+    return bool(ok)
+
+
+def _member_check(expected: str) -> Callable[..., bool]:
+    """A verify callback that also requires the leaf certificate to belong to `expected`."""
+
+    def verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int,
+               ok: int) -> bool:
+        if not ok:
+            return False
+        if depth > 0:
+            return True
+        name = certificate_name(cert.to_cryptography())
+        if name != expected:
+            log.warning("refusing a peer certificate for %r where %r was expected", name, expected)
+            return False
+        return True
+
+    return verify
+
+
+class PeerTls:
+    """The current TLS contexts of one peer, rebuilt from its files by `reload`."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self._contexts = _load(files)
+
+    @property
+    def name(self) -> str | None:
+        """The common name of this peer's certificate."""
+        return self._contexts.name
+
+    def describe(self) -> dict[str, Any]:
+        """What /v1/cluster shows about the certificate in use."""
+        return {"serial": f"{self._contexts.serial:x}", "not_after": self._contexts.not_after}
+
+    def reload(self) -> bool:
+        """Re-read the files; True if they changed. A broken set of files is logged and the
+        contexts in use are kept (new connections keep working with the old certificate)."""
+        try:
+            contexts = _load(self.files)
+        except TlsError as e:
+            log.error("TLS files not reloaded, still using the previous ones: %s", e)
+            return False
+        changed = contexts.serial != self._contexts.serial
+        self._contexts = contexts
+        if changed:
+            log.info("TLS certificate reloaded (serial %x)", contexts.serial)
+        return changed
+
+    def peer_server(self) -> IOpenSSLServerConnectionCreator:
+        """For the RPC listener: clients must present a certificate of the cluster CA."""
+        return _ServerCreator(self, "peer")
+
+    def https_server(self) -> IOpenSSLServerConnectionCreator:
+        """For the HTTP API: serves the peer's certificate, asks none of clients."""
+        return _ServerCreator(self, "https")
+
+    def peer_client(self, member: str | None) -> IOpenSSLClientConnectionCreator:
+        """For dialling a peer: the server must hold a certificate of the cluster CA, for the
+        member `member` (any member when None: a seed known only by its address)."""
+        return _ClientCreator(self, member)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class _ServerCreator:
+    def __init__(self, tls: PeerTls, which: str) -> None:
+        self._tls = tls
+        self._which = which
+
+    def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:
+        return SSL.Connection(getattr(self._tls._contexts, self._which), None)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _ClientCreator:
+    def __init__(self, tls: PeerTls, member: str | None) -> None:
+        self._tls = tls
+        self._member = member
+
+    def clientConnectionForTLS(self, protocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._tls._contexts.peer, None)
+        if self._member is not None:
+            connection.set_verify(
+                SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _member_check(self._member)
+            )
+        return connection
