@@ -2,7 +2,8 @@
 
 It owns the UDP port, drives the core's timers through ``reactor.callLater``, and opens its own
 outgoing TCP connections for push-pull. With a ``sealer`` (gossip.crypto) every datagram is
-sealed on the way out and must open on the way in; with ``tls_for`` push-pull runs over TLS.
+sealed on the way out and must open on the way in; ``tls_for(addr, endpoint)`` wraps
+push-pull connections (in TLS).
 It does not listen on TCP: whoever owns the TCP port (the peer's RPC server, or the standalone
 agent's ``StreamServer``) routes every stream message whose type starts with ``gossip.`` to
 ``handle_stream_message``.
@@ -20,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
-    IOpenSSLClientConnectionCreator,
+    IStreamClientEndpoint,
 )
 from twisted.logger import Logger
 
@@ -76,7 +77,7 @@ class GossipService(Service):
         stream_timeout: float = 5.0,
         leave_timeout: float = 3.0,
         sealer: DatagramSealer | None = None,
-        tls_for: Callable[[Addr], IOpenSSLClientConnectionCreator] | None = None,
+        tls_for: Callable[[Addr, IStreamClientEndpoint], IStreamClientEndpoint] | None = None,
     ) -> None:
         self.name = name
         self.node_id = node_id
@@ -276,7 +277,8 @@ class GossipService(Service):
     async def _exchange(self, addr: Addr, join: bool) -> bool:
         self.counters.pushpulls += 1
         try:
-            tls = self._tls_for(addr) if self._tls_for is not None else None
+            tls_for = self._tls_for
+            tls = None if tls_for is None else lambda endpoint: tls_for(addr, endpoint)
             reply = await exchange(self._reactor, self._reactor, self.codec, addr, PUSH_PULL,
                                    self.core.pushpull_request(join), self._stream_timeout, tls)
             effects = self.core.merge_pushpull_reply(reply, self._reactor.seconds())

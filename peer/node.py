@@ -8,6 +8,7 @@ SIGTERM the HTTP API stops taking requests, then gossip announces the leave.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -21,7 +22,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application import internet, service
 from twisted.internet import defer, task, threads
 from twisted.protocols import policies
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import server
 
 from gossip import crypto
@@ -44,7 +44,7 @@ from peer.repair.rejoin import Rejoin
 from peer.repair.scrubber import Scrubber
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcError, RpcServerFactory, send_small_writes_at_once
-from peer.tls import PeerTls, TlsError, TlsFiles, read_keyring
+from peer.tls import BulkTLSFactory, PeerTls, TlsError, TlsFiles, read_keyring
 from storage.datadir import DataDir, DataDirLocked
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,8 @@ class Node(service.MultiService):
         rpc_factory: Any = self.rpc
         http_factory: Any = NoDelayFactory(self.site)
         if self.tls is not None:
-            rpc_factory = TLSMemoryBIOFactory(self.tls.peer_server(), False, rpc_factory)
-            http_factory = TLSMemoryBIOFactory(self.tls.https_server(), False, http_factory)
+            rpc_factory = BulkTLSFactory(self.tls.peer_server(), False, rpc_factory)
+            http_factory = BulkTLSFactory(self.tls.https_server(), False, http_factory)
             internet.TimerService(TLS_RELOAD_INTERVAL, self.reload_tls).setServiceParent(self)
         internet.TCPServer(config.port, rpc_factory, interface=config.bind).setServiceParent(self)
         self.gossip.setServiceParent(self)
@@ -228,17 +228,17 @@ class Node(service.MultiService):
         if client is None or (client.host, client.port) != tuple(peer.addr):
             if client is not None:
                 client.close()
-            tls = self.tls.peer_client(peer.name) if self.tls is not None else None
+            tls = None if self.tls is None else functools.partial(self.tls.dial, member=peer.name)
             client = RpcClient(self.reactor, self.codec, peer.addr[0], peer.addr[1], tls)
             self._clients[node_id] = client
         return client
 
-    def _gossip_tls(self, addr: Addr) -> Any:
+    def _gossip_tls(self, addr: Addr, endpoint: Any) -> Any:
         """TLS for a push-pull with `addr`: checked to be that member's certificate when `addr`
         is a known member's, any cluster certificate for a seed not met yet."""
         assert self.tls is not None
         names = [m.name for m in self.gossip.members() if tuple(m.addr) == tuple(addr)]
-        return self.tls.peer_client(names[0] if len(names) == 1 else None)
+        return self.tls.dial(endpoint, names[0] if len(names) == 1 else None)
 
     def reload_tls(self) -> None:
         """Re-read the certificate, key, CA and gossip keyring (SIGHUP, and every minute): new

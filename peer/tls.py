@@ -24,10 +24,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IStreamClientEndpoint,
 )
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gossip.crypto import Keyring
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 
 PEER_MIN_VERSION = getattr(SSL, "TLS1_3_VERSION", SSL.TLS1_2_VERSION)
 CLIENT_MIN_VERSION = SSL.TLS1_2_VERSION
+BULK_SIZE = 256 * 1024  # plaintext handed to OpenSSL per call (Twisted's default: 16 KiB)
+FLUSH_SIZE = BULK_SIZE + 16 * 1024  # ciphertext read back per call: one bulk write's records
+PARTIAL_WRITE = 0x1  # SSL_MODE_ENABLE_PARTIAL_WRITE (ssl.h): pyOpenSSL sets it, names it not
 
 
 class TlsError(ValueError):
@@ -81,6 +90,7 @@ def _context(files: TlsFiles, min_version: int) -> SSL.Context:
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(min_version)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    context.clear_mode(PARTIAL_WRITE)  # one write call makes all its records (BulkTLSProtocol)
     context.use_certificate_chain_file(str(files.cert))
     context.use_privatekey_file(str(files.key))
     context.check_privatekey()
@@ -182,6 +192,81 @@ class PeerTls:
         """For dialling a peer: the server must hold a certificate of the cluster CA, for the
         member `member` (any member when None: a seed known only by its address)."""
         return _ClientCreator(self, member)
+
+    def dial(self, endpoint: IStreamClientEndpoint, member: str | None) -> IStreamClientEndpoint:
+        """`endpoint` (TCP to a peer) with mutual TLS on top, checked as `peer_client` says."""
+        return _TlsClientEndpoint(endpoint, self.peer_client(member))
+
+
+class BulkTLSProtocol(TLSMemoryBIOProtocol):
+    """Twisted's TLS protocol, moving bulk data in fewer calls: up to BULK_SIZE of plaintext
+    per OpenSSL write and read, and all the records a write made read back at once (Twisted: a
+    16 KiB record per write, 32 KiB per read). Profiled on 1 MiB block frames: the Python calls
+    per record, not the cipher, were most of what TLS cost a peer."""
+
+    def _flushReceiveBIO(self) -> None:
+        while not self._lostTLSConnection:
+            try:
+                data = self._tlsConnection.recv(BULK_SIZE)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            except SSL.Error:
+                self._tlsShutdownFinished(Failure())
+            else:
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)
+        self._flushSendBIO()
+
+    def _write(self, data: bytes) -> None:
+        if self._lostTLSConnection:
+            return
+        view = memoryview(data)
+        sent_so_far = 0
+        while sent_so_far < len(view):
+            try:
+                sent = self._tlsConnection.send(view[sent_so_far : sent_so_far + BULK_SIZE])
+            except SSL.WantReadError:
+                self._bufferedWrite(bytes(view[sent_so_far:]))
+                break
+            except SSL.Error:
+                self._tlsShutdownFinished(Failure())
+                break
+            sent_so_far += sent
+            self._flushSendBIO()
+
+    def _flushSendBIO(self) -> None:
+        while True:
+            try:
+                data = self._tlsConnection.bio_read(FLUSH_SIZE)
+            except SSL.WantReadError:
+                return
+            self.transport.write(data)
+            if len(data) < FLUSH_SIZE:
+                return
+
+
+class BulkTLSFactory(TLSMemoryBIOFactory):
+    """TLSMemoryBIOFactory building BulkTLSProtocol."""
+
+    protocol = BulkTLSProtocol
+
+
+@implementer(IStreamClientEndpoint)
+class _TlsClientEndpoint:
+    """`endpoint` with TLS from `creator` on top (what twisted's wrapClientTLS does, with
+    BulkTLSProtocol)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint,
+                 creator: IOpenSSLClientConnectionCreator) -> None:
+        self._endpoint = endpoint
+        self._creator = creator
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[Any]:
+        connecting = self._endpoint.connect(BulkTLSFactory(self._creator, True, factory))
+        return connecting.addCallback(lambda protocol: protocol.wrappedProtocol)
 
 
 @implementer(IOpenSSLServerConnectionCreator)
