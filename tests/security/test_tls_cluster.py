@@ -283,3 +283,28 @@ def test_a_certificate_replaced_and_reloaded_is_used_for_new_connections(
         client.put("/secure/after-renewal", b"renewed")
     with cluster.client("p3") as client:
         assert client.get_bytes("/secure/after-renewal", r=3) == b"renewed"
+
+
+def test_a_peer_refuses_to_start_without_its_tls_files_naming_the_command(tmp_path: Path) -> None:
+    base = ["--name", "p1", "--data", str(tmp_path / "d"), "--port", "7001", "--http", "8001"]
+    for extra, status, named in (
+        ([], 2, "--insecure"),
+        (["--tls-dir", str(tmp_path / "none")], 1, "qfs cluster init"),
+    ):
+        refused = subprocess.run([*launcher.qfs_command(), "peer", *base, *extra],
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode == status and named in refused.stderr, refused.stderr
+    assert not (tmp_path / "d").exists()  # refused before the data directory was touched
+
+
+def test_an_insecure_peer_says_so_in_its_log_and_in_v1_cluster(tmp_path: Path) -> None:
+    single = ["--replicas", "1", "--read-quorum", "1", "--write-quorum", "1"]
+    solo = LocalCluster(tmp_path, 1, single)
+    try:
+        solo.start()
+        with solo.client("p1") as client:
+            security = client.cluster()["security"]
+        assert security["insecure"] is True and "INSECURE" in security["warning"]
+        assert "INSECURE" in solo.log("p1")
+    finally:
+        solo.stop()
