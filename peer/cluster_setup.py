@@ -264,6 +264,9 @@ def run_cluster_command(args: argparse.Namespace) -> int:
         elif args.cluster_command == "cert":
             path = issue_cert(args.dir, args.name, args.addr, args.out, args.days)
             print(f"qfs: wrote {path} and {path.with_suffix('.key')}", file=sys.stderr)
+            if not args.addr:
+                print("qfs: note: no --addr given: clients can reach this peer over HTTPS only "
+                      f"by the name {args.name!r}", file=sys.stderr)
         elif args.action == "list":
             for number, ident in enumerate(_load_keyring(args.dir).ids()):
                 print(ident + ("  primary" if number == 0 else ""))

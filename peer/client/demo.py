@@ -41,7 +41,11 @@ def run_demo(
         return 2
     root = procfile.resolve().parent
     peers = launcher.read_procfile(procfile)
-    tls_dir = _tls_dir(peers, root)
+    try:
+        tls_dir = _tls_dir(peers, root)
+    except ValueError as e:
+        print(f"qfs: error: {e}", file=sys.stderr)
+        return 2
     if tls_dir is not None and not _prepare(tls_dir, peers, run_cluster):
         return 1
     if getattr(args, "init", False):
