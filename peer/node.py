@@ -44,7 +44,14 @@ from peer.repair.rejoin import Rejoin
 from peer.repair.scrubber import Scrubber
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcError, RpcServerFactory, send_small_writes_at_once
-from peer.tls import BulkTLSFactory, PeerTls, TlsError, TlsFiles, read_keyring
+from peer.tls import (
+    BulkTLSFactory,
+    MemberRpcServerFactory,
+    PeerTls,
+    TlsError,
+    TlsFiles,
+    read_keyring,
+)
 from storage.datadir import DataDir, DataDirLocked
 
 log = logging.getLogger(__name__)
@@ -167,7 +174,8 @@ class Node(service.MultiService):
             **self.anti_entropy.handlers(),
             **self.collector.handlers(),
         }
-        self.rpc = RpcServerFactory(self.codec, handlers, self.gossip.handle_stream_message)
+        rpc_factory_class = RpcServerFactory if self.tls is None else MemberRpcServerFactory
+        self.rpc = rpc_factory_class(self.codec, handlers, self.gossip.handle_stream_message)
         self.requests: dict[tuple[str, int], int] = {}
         auth = None
         if config.admin_token_file is not None:

@@ -37,6 +37,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gossip.crypto import Keyring
+from gossip.wire import Message, WireError
+from peer.rpc import RpcServerFactory, RpcServerProtocol, StreamHandler
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +198,36 @@ class PeerTls:
     def dial(self, endpoint: IStreamClientEndpoint, member: str | None) -> IStreamClientEndpoint:
         """`endpoint` (TCP to a peer) with mutual TLS on top, checked as `peer_client` says."""
         return _TlsClientEndpoint(endpoint, self.peer_client(member))
+
+
+def peer_certificate_name(transport: Any) -> str | None:
+    """The member name on the certificate the other end of a TLS `transport` presented."""
+    cert = transport.getPeerCertificate()
+    return None if cert is None else certificate_name(cert.to_cryptography())
+
+
+class MemberRpcServerFactory(RpcServerFactory):
+    """RPC server factory for mutual TLS: a gossip stream message (push-pull) must come
+    ``from`` the member whose certificate its connection presented, so one member's
+    certificate cannot speak for another in the membership protocol."""
+
+    def buildProtocol(self, addr: Any) -> RpcServerProtocol:
+        handler = self.stream_handler
+        built: list[RpcServerProtocol] = []
+
+        def checked(message: Message) -> Any:
+            claimed = message.body.get("from")
+            certified = peer_certificate_name(built[0].transport)
+            if claimed != certified:
+                raise WireError(
+                    f"{message.type} from {str(claimed)[:64]!r} over a connection certified "
+                    f"for {certified!r}"
+                )
+            return handler(message) if handler is not None else None
+
+        checking: StreamHandler = checked
+        built.append(RpcServerProtocol(self.codec, self.handlers, checking, self.counters))
+        return built[0]
 
 
 class BulkTLSProtocol(TLSMemoryBIOProtocol):

@@ -308,3 +308,31 @@ def test_an_insecure_peer_says_so_in_its_log_and_in_v1_cluster(tmp_path: Path) -
         assert "INSECURE" in solo.log("p1")
     finally:
         solo.stop()
+
+
+def pushpull_as(cluster: LocalCluster, cert_of: str, claimed: str) -> list:
+    """Send one push-pull to p1's RPC port over TLS with `cert_of`'s certificate, claiming to
+    be `claimed`; the messages p1 answers."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cluster.ca)
+    context.check_hostname = False
+    folder = cluster.tls_dir
+    context.load_cert_chain(folder / f"{cert_of}.crt", folder / f"{cert_of}.key")
+    codec = Codec()
+    decoder = codec.frame_decoder()
+    messages: list = []
+    with (
+        socket.create_connection(("127.0.0.1", rpc_port(cluster, "p1")), timeout=5) as raw,
+        context.wrap_socket(raw) as sock,
+    ):
+        sock.sendall(codec.frame("gossip.pushpull", {"from": claimed, "join": False, "m": []}))
+        while not messages and (chunk := sock.recv(65536)):
+            messages += decoder.feed(chunk)
+    return messages
+
+
+def test_a_member_certificate_cannot_speak_for_another_member(cluster: LocalCluster) -> None:
+    (answer,) = pushpull_as(cluster, "p3", "p3")
+    assert answer.type == "gossip.pushpull"
+    (refused,) = pushpull_as(cluster, "p3", "p2")
+    assert refused.type == "error" and "certified for 'p3'" in refused.body["message"]
