@@ -4,8 +4,10 @@ Every peer holds the cluster CA's certificate and its own certificate and key (i
 cluster cert`, common name = the member name). Between peers both sides must present a
 certificate the CA signed, or the handshake fails and the connection carries nothing; a peer
 dialling a member also checks that the certificate's common name is that member's name, so an
-address taken over by another certificate holder gets nothing either. The HTTP API serves the
-same certificate to clients and asks none of them (they authenticate with bearer tokens).
+address taken over by another certificate holder gets nothing either, and a push-pull received
+must come from the member its connection's certificate names (MemberRpcServerFactory). The
+HTTP API serves the same certificate to clients and asks none of them (they authenticate with
+bearer tokens).
 
 Peers speak TLS 1.3 to each other (1.2 only where the OpenSSL build has no 1.3); clients may
 use 1.2 or later. `reload` re-reads the three files: the contexts are rebuilt and every new
