@@ -216,8 +216,9 @@ class Node(service.MultiService):
         if self.replica.state.verified or not self.config.join:
             return
         swept = []
+        seed_tls = None if self.tls is None else functools.partial(self.tls.dial, member=None)
         for host, port in self.config.join:
-            client = RpcClient(self.reactor, self.codec, host, port)
+            client = RpcClient(self.reactor, self.codec, host, port, seed_tls)
             try:
                 reply = await client.call("gc.generation", {}, PREPARE_TIMEOUT)
                 swept.append(int(reply["swept"]))
