@@ -58,6 +58,11 @@ def test_a_cluster_from_qfs_cluster_init_works_over_https_and_mutual_tls(
         client.put("/secure/hello", b"over TLS" * 1000)
     with cluster.client("p3") as client:  # R=3: every replica answers over peer mTLS
         assert client.get_bytes("/secure/hello", r=3) == b"over TLS" * 1000
+    blocks = os.urandom(3 * 1024 * 1024 + 12345)  # whole 1 MiB block frames through TLS
+    with cluster.client("p2") as client:
+        client.put("/secure/blocks", blocks)
+    with cluster.client("p1") as client:
+        assert client.get_bytes("/secure/blocks", r=3) == blocks
     view = snapshot(cluster, "p2")
     assert view["security"]["insecure"] is False
     assert len(view["security"]["gossip_keys"]) == 1
@@ -86,7 +91,7 @@ def test_the_cli_refuses_a_peer_whose_certificate_does_not_verify(
         env={**env, "QFS_CA": str(cluster.ca), "QFS_TOKEN": str(cluster.token)},
     )
     assert accepted.returncode == 0, accepted.stderr
-    assert accepted.stdout.split() == ["hello"]
+    assert accepted.stdout.split() == ["blocks", "hello"]
 
 
 def rpc_port(cluster: LocalCluster, name: str) -> int:
