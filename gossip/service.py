@@ -1,9 +1,12 @@
 """GossipService: the Membership core on a real (or fake) reactor; what a peer embeds.
 
 It owns the UDP port, drives the core's timers through ``reactor.callLater``, and opens its own
-outgoing TCP connections for push-pull. It does not listen on TCP: whoever owns the TCP port
-(the peer's RPC server, or the standalone agent's ``StreamServer``) routes every stream message
-whose type starts with ``gossip.`` to ``handle_stream_message``.
+outgoing TCP connections for push-pull. With a ``sealer`` (gossip.crypto) every datagram is
+sealed on the way out and must open on the way in; ``tls_for(addr, endpoint)`` wraps
+push-pull connections (in TLS).
+It does not listen on TCP: whoever owns the TCP port (the peer's RPC server, or the standalone
+agent's ``StreamServer``) routes every stream message whose type starts with ``gossip.`` to
+``handle_stream_message``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
 
+from gossip.crypto import DatagramSealer
 from gossip.membership import (
     PUSH_PULL,
     Config,
@@ -68,6 +76,8 @@ class GossipService(Service):
         join_retry_interval: float = 1.0,
         stream_timeout: float = 5.0,
         leave_timeout: float = 3.0,
+        sealer: DatagramSealer | None = None,
+        tls_for: Callable[[Addr, IStreamClientEndpoint], IStreamClientEndpoint] | None = None,
     ) -> None:
         self.name = name
         self.node_id = node_id
@@ -76,6 +86,8 @@ class GossipService(Service):
         self.http = http
         self.seeds = list(seeds)
         self.codec = codec
+        self.sealer = sealer
+        self._tls_for = tls_for
         self.config = config or Config()
         self.counters = GossipCounters()
         self.joined: defer.Deferred[None] = defer.Deferred()
@@ -183,6 +195,8 @@ class GossipService(Service):
         if self._core is None:
             return
         try:
+            if self.sealer is not None:
+                _, data = self.sealer.open(data, self._reactor.seconds())
             msg = self.codec.decode(data)
             effects = self._core.handle(msg, addr, self._reactor.seconds())
         except (WireError, BadMessage) as e:
@@ -216,6 +230,8 @@ class GossipService(Service):
         if self._udp is None:
             return
         data = self.codec.encode(e.type, e.body)
+        if self.sealer is not None:
+            data = self.sealer.seal(data, self._reactor.seconds())
         try:
             self._udp.write(data, e.addr)  # type: ignore[attr-defined]
         except OSError as err:
@@ -261,8 +277,10 @@ class GossipService(Service):
     async def _exchange(self, addr: Addr, join: bool) -> bool:
         self.counters.pushpulls += 1
         try:
+            tls_for = self._tls_for
+            tls = None if tls_for is None else lambda endpoint: tls_for(addr, endpoint)
             reply = await exchange(self._reactor, self._reactor, self.codec, addr, PUSH_PULL,
-                                   self.core.pushpull_request(join), self._stream_timeout)
+                                   self.core.pushpull_request(join), self._stream_timeout, tls)
             effects = self.core.merge_pushpull_reply(reply, self._reactor.seconds())
         except Exception as e:
             self.counters.pushpull_failures += 1

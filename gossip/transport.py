@@ -11,7 +11,7 @@ from collections.abc import Callable
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -63,14 +63,20 @@ class _PushPullClient(Protocol):
 
 
 async def exchange(reactor: IReactorTCP, clock: IReactorTime, codec: Codec, addr: Addr,
-                   msg_type: str, body: dict, timeout: float) -> Message:
-    """Open a TCP connection to ``addr``, send one frame, return the one reply frame.
+                   msg_type: str, body: dict, timeout: float,
+                   tls: Callable[[IStreamClientEndpoint], IStreamClientEndpoint] | None = None,
+                   ) -> Message:
+    """Open a TCP connection to ``addr`` (wrapped by ``tls``, e.g. in TLS), send one frame,
+    return the one reply frame.
 
     Raises WireError for a malformed reply, the connection error if it fails, and
     ``defer.TimeoutError`` after ``timeout`` seconds.
     """
     client = _PushPullClient(codec, codec.frame(msg_type, body))
-    endpoint = TCP4ClientEndpoint(reactor, addr[0], addr[1], timeout=max(1, int(timeout)))
+    endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
+        reactor, addr[0], addr[1], timeout=max(1, int(timeout)))
+    if tls is not None:
+        endpoint = tls(endpoint)
     connecting = connectProtocol(endpoint, client)
     connecting.addTimeout(timeout, clock)
     await connecting

@@ -3,7 +3,9 @@
 Precedence: built-in defaults, then `--config FILE` (keys are the flag names without dashes,
 e.g. `read-quorum = 2`), then flags given on the command line. Settings that can never work
 (R > N, W > N, R < 1, a bad block size, an open HTTP API on a public address) refuse to start
-with a `ConfigError` naming the setting.
+with a `ConfigError` naming the setting. A peer is secure unless told otherwise: without
+`--tls-dir` (certificates and gossip keyring, see peer.cluster_setup) it refuses to start unless
+`--insecure` is given.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class PeerConfig:
     bind: str = "127.0.0.1"
     http_bind: str = "127.0.0.1"
     admin_token_file: Path | None = None
+    tls_dir: Path | None = None
     insecure: bool = False
     probe_interval: float = 1.0
     anti_entropy_interval: float = 10.0
@@ -93,6 +96,12 @@ class PeerConfig:
             raise ConfigError(
                 f"bind: {self.bind!r} is not an address other peers can reach; give the "
                 "address this peer is known by (gossip advertises it)"
+            )
+        if self.tls_dir is None and not self.insecure:
+            raise ConfigError(
+                "tls-dir: not given; a peer needs its certificate, key, the cluster CA and the "
+                "gossip keyring ('qfs cluster init DIR', then 'qfs cluster cert DIR NAME'); give "
+                "--insecure to run an open cluster for tests and development"
             )
         if self.admin_token_file is None and not self.insecure and not _is_loopback(self.http_bind):
             raise ConfigError(
@@ -145,6 +154,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "bind": ("bind", str),
     "http-bind": ("http_bind", str),
     "admin-token-file": ("admin_token_file", Path),
+    "tls-dir": ("tls_dir", Path),
     "insecure": ("insecure", bool),
     "probe-interval": ("probe_interval", float),
     "anti-entropy-interval": ("anti_entropy_interval", float),
@@ -174,7 +184,13 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     add("--bind", help="address for gossip and RPC (default 127.0.0.1)")
     add("--http-bind", help="address for the HTTP API (default 127.0.0.1)")
     add("--admin-token-file", help="file with the admin bearer token; turns authentication on")
-    add("--insecure", action="store_true", default=None, help="allow an open API off loopback")
+    add("--tls-dir", help="folder with ca.crt, NAME.crt, NAME.key and gossip.keys")
+    add(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="run without TLS and gossip encryption, and allow an open API off loopback",
+    )
     add("--probe-interval", help="gossip protocol period in seconds (default 1)")
     add("--anti-entropy-interval", help="seconds between anti-entropy rounds (default 10)")
     add("--dead-after", help="seconds a dead peer keeps its ring share (default 60)")

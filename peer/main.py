@@ -1,7 +1,8 @@
 """The ``qfs`` program: the client commands of peer.client.cli, joined to the node and the TUI.
 
-``qfs peer`` runs a node (peer.config, peer.node) and ``qfs tui`` / ``qfs demo`` open the file
-manager (tui.app); everything else is a client of the HTTP API. This is the one module where the
+``qfs peer`` runs a node (peer.config, peer.node), ``qfs cluster`` makes a cluster's CA, keys
+and certificates (peer.cluster_setup), and ``qfs tui`` / ``qfs demo`` open the file manager
+(tui.app); everything else is a client of the HTTP API. This is the one module where the
 client side meets the node and the TUI, and each is imported only when its command runs, so
 ``qfs put`` loads neither Twisted nor Textual.
 """
@@ -32,6 +33,17 @@ def run_peer(argv: list[str]) -> int:
     return run_node(config)
 
 
+def run_cluster(argv: list[str]) -> int:
+    """``qfs cluster ...``: a secure cluster's CA, keys and certificates (peer.cluster_setup)."""
+    from peer.cluster_setup import add_cluster_commands, run_cluster_command
+
+    parser = cli.UsageParser(
+        prog="qfs cluster", description="Create a secure cluster's CA, keys and certificates."
+    )
+    add_cluster_commands(parser)
+    return run_cluster_command(parser.parse_args(argv))
+
+
 def open_ui(client: Client) -> int:
     """The terminal file manager on `client`, until the user quits."""
     from tui.app import run_tui
@@ -39,7 +51,7 @@ def open_ui(client: Client) -> int:
     return run_tui(client)
 
 
-PROGRAMS = cli.Programs(run_peer=run_peer, open_ui=open_ui)
+PROGRAMS = cli.Programs(run_peer=run_peer, open_ui=open_ui, run_cluster=run_cluster)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ counters, whose high-water mark the data directory keeps.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -29,13 +30,16 @@ from twisted.internet import defer, task, threads
 from twisted.protocols import policies
 from twisted.web import server
 
+from gossip import crypto
 from gossip.membership import Config as GossipConfig
 from gossip.service import GossipService
-from gossip.wire import Codec, WireError, load_cluster_key
+from gossip.updates import Addr
+from gossip.wire import MAX_DATAGRAM, Codec, WireError, load_cluster_key
 from peer.allocator import keep_buffers_in_heap
 from peer.api.auth import Authenticator
 from peer.api.http import ApiResource, StreamingRequest
 from peer.cluster import ClusterView
+from peer.cluster_setup import ClusterDir
 from peer.config import PeerConfig
 from peer.coordinator import Coordinator, QuorumSettings
 from peer.quorum import CounterSource
@@ -47,6 +51,14 @@ from peer.repair.rejoin import Rejoin
 from peer.repair.scrubber import Scrubber
 from peer.replica import Replica
 from peer.rpc import RpcClient, RpcError, RpcServerFactory, send_small_writes_at_once
+from peer.tls import (
+    BulkTLSFactory,
+    MemberRpcServerFactory,
+    PeerTls,
+    TlsError,
+    TlsFiles,
+    read_keyring,
+)
 from storage.datadir import DataDir, DataDirLocked
 
 log = logging.getLogger(__name__)
@@ -55,6 +67,11 @@ HANDOFF_INTERVAL = 1.0
 REJOIN_INTERVAL = 0.25
 PREPARE_TIMEOUT = 2.0
 SCRUB_PAUSE = 10.0
+TLS_RELOAD_INTERVAL = 60.0  # seconds between re-reads of the TLS files (SIGHUP: at once)
+INSECURE_WARNING = (
+    "INSECURE: this peer runs without TLS and gossip encryption (--insecure): anyone on its "
+    "network can read and change its data and membership"
+)
 
 
 class Node(service.MultiService):
@@ -66,6 +83,10 @@ class Node(service.MultiService):
         self.reactor = reactor
         key = load_cluster_key(config.cluster_key_file) if config.cluster_key_file else None
         self.codec = Codec(key)
+        self.tls: PeerTls | None = None
+        sealer = None
+        if config.tls_dir is not None:
+            self.tls, sealer = _load_tls(config)
         self.datadir = DataDir(config.data)
         self.node_id = self.datadir.node_id
 
@@ -92,7 +113,10 @@ class Node(service.MultiService):
                 probe_interval=config.probe_interval,
                 probe_timeout=config.probe_interval / 2,
                 gossip_interval=config.probe_interval / 5,
+                max_datagram=MAX_DATAGRAM - (crypto.OVERHEAD if sealer else 0),
             ),
+            sealer=sealer,
+            tls_for=self._gossip_tls if self.tls is not None else None,
         )
         self.cluster = ClusterView(
             self.node_id,
@@ -161,7 +185,8 @@ class Node(service.MultiService):
             **self.anti_entropy.handlers(),
             **self.collector.handlers(),
         }
-        self.rpc = RpcServerFactory(self.codec, handlers, self.gossip.handle_stream_message)
+        rpc_factory_class = RpcServerFactory if self.tls is None else MemberRpcServerFactory
+        self.rpc = rpc_factory_class(self.codec, handlers, self.gossip.handle_stream_message)
         self.requests: dict[tuple[str, int], int] = {}
         auth = None
         if config.admin_token_file is not None:
@@ -173,7 +198,13 @@ class Node(service.MultiService):
         self.site = _ApiSite(self.api, requestFactory=StreamingRequest)
         self.site.displayTracebacks = False
 
-        internet.TCPServer(config.port, self.rpc, interface=config.bind).setServiceParent(self)
+        rpc_factory: Any = self.rpc
+        http_factory: Any = NoDelayFactory(self.site)
+        if self.tls is not None:
+            rpc_factory = BulkTLSFactory(self.tls.peer_server(), False, rpc_factory)
+            http_factory = BulkTLSFactory(self.tls.https_server(), False, http_factory)
+            internet.TimerService(TLS_RELOAD_INTERVAL, self.reload_tls).setServiceParent(self)
+        internet.TCPServer(config.port, rpc_factory, interface=config.bind).setServiceParent(self)
         self.gossip.setServiceParent(self)
         for interval, job, what in (
             (REJOIN_INTERVAL, self.rejoin.step, "rejoin"),
@@ -183,9 +214,9 @@ class Node(service.MultiService):
             (SCRUB_PAUSE, self.scrubber.run_pass, "scrub"),
         ):
             internet.TimerService(interval, self._background, job, what).setServiceParent(self)
-        internet.TCPServer(
-            config.http, NoDelayFactory(self.site), interface=config.http_bind
-        ).setServiceParent(self)
+        internet.TCPServer(config.http, http_factory, interface=config.http_bind).setServiceParent(
+            self
+        )
         self.registry = CollectorRegistry()
         self.registry.register(_NodeCollector(self))
 
@@ -196,8 +227,9 @@ class Node(service.MultiService):
         if self.replica.state.verified or not self.config.join:
             return
         swept = []
+        seed_tls = None if self.tls is None else functools.partial(self.tls.dial, member=None)
         for host, port in self.config.join:
-            client = RpcClient(self.reactor, self.codec, host, port)
+            client = RpcClient(self.reactor, self.codec, host, port, seed_tls)
             try:
                 reply = await client.call("gc.generation", {}, PREPARE_TIMEOUT)
                 swept.append(int(reply["swept"]))
@@ -216,9 +248,34 @@ class Node(service.MultiService):
         if client is None or (client.host, client.port) != tuple(peer.addr):
             if client is not None:
                 client.close()
-            client = RpcClient(self.reactor, self.codec, peer.addr[0], peer.addr[1])
+            tls = None if self.tls is None else functools.partial(self.tls.dial, member=peer.name)
+            client = RpcClient(self.reactor, self.codec, peer.addr[0], peer.addr[1], tls)
             self._clients[node_id] = client
         return client
+
+    def _gossip_tls(self, addr: Addr, endpoint: Any) -> Any:
+        """TLS for a push-pull with `addr`: checked to be that member's certificate when `addr`
+        is a known member's, any cluster certificate for a seed not met yet."""
+        assert self.tls is not None
+        names = [m.name for m in self.gossip.members() if tuple(m.addr) == tuple(addr)]
+        return self.tls.dial(endpoint, names[0] if len(names) == 1 else None)
+
+    def reload_tls(self) -> None:
+        """Re-read the certificate, key, CA and gossip keyring (SIGHUP, and every minute): new
+        connections use the new certificate, datagrams the new keyring. Files that cannot be
+        used are logged and the ones in use are kept."""
+        if self.tls is None or self.config.tls_dir is None:
+            return
+        self.tls.reload()
+        sealer = self.gossip.sealer
+        try:
+            keyring = read_keyring(ClusterDir(self.config.tls_dir).gossip_keys)
+        except TlsError as e:
+            log.error("gossip keyring not reloaded, still using the previous one: %s", e)
+            return
+        if sealer is not None and keyring != sealer.keyring:
+            sealer.keyring = keyring
+            log.info("gossip keyring reloaded: %s (primary first)", ", ".join(keyring.ids()))
 
     @staticmethod
     def _background(job: Callable[[], Awaitable[Any]], what: str) -> defer.Deferred[Any]:
@@ -233,6 +290,7 @@ class Node(service.MultiService):
     def cluster_json(self) -> dict[str, Any]:
         """The body of GET /v1/cluster."""
         now = self.reactor.seconds()
+        scheme = "https" if self.tls is not None else "http"
         members = []
         for member in sorted(self.gossip.members(), key=lambda m: m.name):
             members.append(
@@ -242,7 +300,7 @@ class Node(service.MultiService):
                     "state": member.state,
                     "incarnation": member.incarnation,
                     "addr": f"{member.addr[0]}:{member.addr[1]}",
-                    "http": f"http://{member.http[0]}:{member.http[1]}",
+                    "http": f"{scheme}://{member.http[0]}:{member.http[1]}",
                     "last_heard_s": (
                         None if member.last_heard is None else round(now - member.last_heard, 3)
                     ),
@@ -254,9 +312,19 @@ class Node(service.MultiService):
             self.scrubber.counters,
             self.collector.counters,
         )
+        if self.tls is None:
+            security: dict[str, Any] = {"insecure": True, "warning": INSECURE_WARNING}
+        else:
+            sealer = self.gossip.sealer
+            security = {
+                "insecure": False,
+                "certificate": self.tls.describe(),
+                "gossip_keys": sealer.keyring.ids() if sealer is not None else [],
+            }
         return {
             "self": self.config.name,
             "id": self.node_id,
+            "security": security,
             "members": members,
             "config": {
                 "n": settings.n,
@@ -341,6 +409,23 @@ class NoDelayFactory(policies.WrappingFactory):
     """Serves `factory`'s protocol with TCP_NODELAY set (see send_small_writes_at_once)."""
 
     protocol = _NoDelayProtocol
+
+
+def _load_tls(config: PeerConfig) -> tuple[PeerTls, crypto.DatagramSealer]:
+    """The peer's TLS contexts and gossip sealer from its --tls-dir; TlsError naming what is
+    missing or wrong."""
+    assert config.tls_dir is not None
+    files = ClusterDir(config.tls_dir)
+    if not files.ca_cert.exists():
+        raise TlsError(
+            f"{files.ca_cert} is missing: for the demo cluster run './dev qfs demo --init' first; "
+            f"otherwise create a cluster with 'qfs cluster init DIR' and this peer's certificate "
+            f"with 'qfs cluster cert DIR {config.name} --addr HOST'"
+        )
+    tls = PeerTls(TlsFiles(files.ca_cert, files.cert(config.name), files.key(config.name)))
+    if tls.name != config.name:
+        raise TlsError(f"{files.cert(config.name)} is issued for {tls.name!r}, not {config.name!r}")
+    return tls, crypto.DatagramSealer(read_keyring(files.gossip_keys), config.name)
 
 
 def advertised_http_host(bind: str) -> str:
@@ -478,6 +563,8 @@ def run_peer(config: PeerConfig) -> int:
     except (DataDirLocked, WireError, OSError, ValueError) as e:
         print(f"qfs peer: error: {e}", file=sys.stderr)
         return 1
+    if node.tls is None:
+        log.warning(INSECURE_WARNING)
     status = {"code": 0, "started": False}
 
     def start() -> None:
@@ -516,5 +603,6 @@ def run_peer(config: PeerConfig) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload_tls))
     reactor.run(installSignalHandlers=False)
     return int(status["code"])

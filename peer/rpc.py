@@ -18,7 +18,14 @@ from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IPushProducer, IReactorTCP, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IPushProducer,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -37,6 +44,14 @@ def send_small_writes_at_once(transport: Any) -> None:
     the peer's delayed ACK (~40 ms), which would dominate every small request."""
     if ITCPTransport.providedBy(transport):
         transport.setTcpNoDelay(True)
+
+
+def socket_transport(transport: Any) -> Any:
+    """The TCP transport under a TLS layer (or `transport` itself): the one whose read and send
+    sizes count, as the TLS layer hands on what it is given at once."""
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
+    return transport
 
 
 RECEIVE_SIZE = 256 * 1024  # bytes read per system call: blocks arrive in 4 reads, not 16
@@ -62,7 +77,7 @@ class FrameOutbox:
         self._transport = transport
         self._paused = False
         self._waiting: deque[bytes] = deque()
-        transport.SEND_LIMIT = SEND_SIZE
+        socket_transport(transport).SEND_LIMIT = SEND_SIZE
         transport.registerProducer(self, True)
 
     def send(self, frame: bytes) -> None:
@@ -126,7 +141,7 @@ class RpcServerProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         send_small_writes_at_once(self.transport)
-        self.transport.bufferSize = RECEIVE_SIZE
+        socket_transport(self.transport).bufferSize = RECEIVE_SIZE
         self._outbox = FrameOutbox(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -279,11 +294,20 @@ class RpcClientProtocol(protocol.Protocol):
 
 
 class RpcClient:
-    """Calls to one remote peer over one lazily (re)connected TCP connection."""
+    """Calls to one remote peer over one lazily (re)connected TCP connection; `tls` wraps the
+    TCP endpoint (in mutual TLS: peer.tls)."""
 
-    def __init__(self, reactor: Any, codec: Codec, host: str, port: int) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        codec: Codec,
+        host: str,
+        port: int,
+        tls: Callable[[IStreamClientEndpoint], IStreamClientEndpoint] | None = None,
+    ) -> None:
         self._reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
         self._codec = codec
+        self._tls = tls
         self.host = host
         self.port = port
         self._protocol: RpcClientProtocol | None = None
@@ -307,9 +331,11 @@ class RpcClient:
         waiter: defer.Deferred[RpcClientProtocol] = defer.Deferred()
         self._waiters.append(waiter)
         if len(self._waiters) == 1:
-            endpoint = TCP4ClientEndpoint(
+            endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
                 self._reactor, self.host, self.port, timeout=CONNECT_TIMEOUT
             )
+            if self._tls is not None:
+                endpoint = self._tls(endpoint)
             connectProtocol(endpoint, RpcClientProtocol(self._codec)).addBoth(self._connected)
         return await waiter
 

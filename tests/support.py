@@ -10,6 +10,7 @@ import contextlib
 import json
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import httpx
 from peer.client import launcher
 from peer.client.api_client import Client
 from peer.client.launcher import PeerProcess
+from peer.cluster_setup import init_cluster, issue_cert
 
 
 def free_port() -> int:
@@ -45,8 +47,18 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: f
         time.sleep(poll)
 
 
+def make_cluster_dir(folder: Path, names: list[str]) -> str:
+    """`qfs cluster init` in `folder` and a certificate (127.0.0.1, localhost) for each of
+    `names`; returns the admin token."""
+    token = init_cluster(folder)
+    for name in names:
+        issue_cert(folder, name, ["127.0.0.1", "localhost"])
+    return token
+
+
 class LocalCluster:
-    """`size` peers on 127.0.0.1 joining each other, with data under `root`."""
+    """`size` peers on 127.0.0.1 joining each other, with data under `root`: open (--insecure)
+    peers, or with `tls_dir` (a folder from make_cluster_dir) a secure cluster over HTTPS."""
 
     def __init__(
         self,
@@ -54,10 +66,15 @@ class LocalCluster:
         size: int = 3,
         extra: list[str] | None = None,
         token: str | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
         self.root = root
         self.extra = list(extra or [])
         self.token = token
+        self.tls_dir = tls_dir
+        self.ca = str(tls_dir / "ca.crt") if tls_dir is not None else None
+        if tls_dir is not None:
+            self.extra += ["--tls-dir", str(tls_dir)]
         self.peers: list[PeerProcess] = []
         self.ports: dict[str, tuple[int, int]] = {}
         names = [f"p{i + 1}" for i in range(size)]
@@ -72,7 +89,7 @@ class LocalCluster:
         argv = launcher.peer_argv(
             name, self.root / name, port, http, join=others, extra=self.extra + (extra or [])
         )
-        return PeerProcess(name, argv, f"http://127.0.0.1:{http}")
+        return PeerProcess(name, argv, launcher.http_url_of(argv))
 
     def add(self, name: str, timeout: float = 30.0) -> PeerProcess:
         """Start one more peer joining the others and wait until everyone sees it."""
@@ -80,7 +97,9 @@ class LocalCluster:
         peer = self._process(name)
         self.peers.append(peer)
         launcher.start(peer, log_dir=self.root / "logs")
-        launcher.wait_converged([p for p in self.peers if p.running()], timeout, self.token)
+        launcher.wait_converged(
+            [p for p in self.peers if p.running()], timeout, self.token, self.ca
+        )
         return peer
 
     def peer(self, name: str) -> PeerProcess:
@@ -92,11 +111,12 @@ class LocalCluster:
         for peer in self.peers:
             if not peer.running():
                 launcher.start(peer, log_dir=self.root / "logs")
-        return launcher.wait_converged(self.peers, timeout, self.token)
+        return launcher.wait_converged(self.peers, timeout, self.token, self.ca)
 
     def client(self, name: str = "p1", **kw: object) -> Client:
         """A client talking to peer `name` (with the cluster's token unless one is given)."""
         kw.setdefault("token", self.token)
+        kw.setdefault("ca", self.ca)
         return Client(self.peer(name).http_url, **kw)  # type: ignore[arg-type]
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
@@ -112,7 +132,9 @@ class LocalCluster:
         if peer.running():
             raise RuntimeError(f"{name} is still running")
         launcher.start(peer, log_dir=self.root / "logs")
-        launcher.wait_converged([p for p in self.peers if p.running()], timeout, self.token)
+        launcher.wait_converged(
+            [p for p in self.peers if p.running()], timeout, self.token, self.ca
+        )
 
     def wait_state(self, observer: str, member: str, state: str, timeout: float = 20.0) -> None:
         """Wait until `observer` sees `member` in gossip state `state`."""
@@ -121,11 +143,17 @@ class LocalCluster:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                members = httpx.get(url, timeout=2, headers=headers).json()["members"]
+                members = httpx.get(url, timeout=2, headers=headers, verify=self.verify()).json()[
+                    "members"
+                ]
                 if any(m["name"] == member and m["state"] == state for m in members):
                     return
             time.sleep(0.1)
         raise TimeoutError(f"{observer} did not see {member} {state} within {timeout}s")
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx needs to check this cluster's peers (its CA, for a secure cluster)."""
+        return ssl.create_default_context(cafile=self.ca) if self.ca else True
 
     def stop(self) -> None:
         """Stop every peer still running (SIGTERM, then SIGKILL)."""
@@ -139,10 +167,14 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    root: Path, size: int = 3, extra: list[str] | None = None, token: str | None = None
+    root: Path,
+    size: int = 3,
+    extra: list[str] | None = None,
+    token: str | None = None,
+    tls_dir: Path | None = None,
 ) -> Iterator[LocalCluster]:
     """A started LocalCluster, stopped on exit whatever happens."""
-    cluster = LocalCluster(root, size, extra, token)
+    cluster = LocalCluster(root, size, extra, token, tls_dir)
     try:
         cluster.start()
         yield cluster

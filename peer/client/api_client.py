@@ -12,8 +12,10 @@ any request is sent.
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,6 +124,25 @@ def _base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _verify(ca: str | None) -> ssl.SSLContext | bool:
+    """How https:// peers are checked: signed by the cluster CA in `ca`, else the system's."""
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"bad CA file {ca!r}: {exc}") from None
+
+
 def _params(**values: object) -> dict[str, str]:
     """Query parameters, leaving out the ones that are None."""
     return {k: str(v) for k, v in values.items() if v is not None}
@@ -227,7 +248,9 @@ class Client:
     """A synchronous client of one peer; like the httpx.Client inside, it can be shared
     between threads (the TUI's workers).
 
-    ``token`` is sent as ``Authorization: Bearer TOKEN``; ``transport`` replaces the network
+    ``token`` is sent as ``Authorization: Bearer TOKEN``, never over plain http:// to anything
+    but loopback (ValueError); an https:// peer's certificate must be signed by the cluster CA
+    in the file ``ca`` (the system's CAs without it); ``transport`` replaces the network
     (tests pass an ``httpx.MockTransport``).
     """
 
@@ -237,11 +260,19 @@ class Client:
         token: str | None = None,
         timeout: float = 60.0,
         *,
+        ca: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = _base_url(base_url)
+        url = httpx.URL(self.base_url)
+        if token and url.scheme == "http" and not _is_loopback(url.host):
+            raise ValueError(
+                f"refusing to send the token in clear to {self.base_url}: use https:// "
+                "(and --ca FILE or QFS_CA for the cluster CA)"
+            )
         self.token = token
         self.timeout = timeout
+        self.ca = ca
         self._transport = transport
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # trust_env=False: peers are addressed directly, never through an HTTP(S)_PROXY.
@@ -251,6 +282,7 @@ class Client:
             timeout=timeout,
             transport=transport,
             trust_env=False,
+            verify=_verify(ca),
         )
 
     def __repr__(self) -> str:
@@ -258,7 +290,7 @@ class Client:
 
     def with_base_url(self, base_url: str) -> Client:
         """A client of another peer with the same token and timeout (for failing over)."""
-        return Client(base_url, self.token, self.timeout, transport=self._transport)
+        return Client(base_url, self.token, self.timeout, ca=self.ca, transport=self._transport)
 
     # Files
 

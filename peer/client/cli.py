@@ -22,8 +22,10 @@ import stat
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TextIO
 
 from peer.client.api_client import (
@@ -41,8 +43,11 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
-PROGRAM_COMMANDS = frozenset({"peer", "tui", "demo"})
-"""Commands that need `Programs`: they run a node or the file manager, not only a client."""
+PROGRAM_COMMANDS = frozenset({"peer", "tui", "demo", "cluster"})
+"""Commands that need `Programs`: they run a node, the file manager or the cluster setup."""
+CONFIG_ENV = "QFS_CONFIG"
+DEMO_CLIENT_CONFIG = Path("data") / "cluster" / "client.toml"
+"""Read when $QFS_CONFIG is not set: the file `qfs demo` writes for its cluster."""
 
 Handler = Callable[[Client, argparse.Namespace], int]
 
@@ -385,6 +390,8 @@ class Programs:
     """``qfs peer ARGS``: run a node with these flags until SIGTERM."""
     open_ui: Callable[[Client], int]
     """Open the terminal file manager on a client (``qfs tui``, ``qfs demo``)."""
+    run_cluster: Callable[[list[str]], int]
+    """``qfs cluster ARGS``: make a secure cluster's CA, keys and certificates."""
 
 
 def _cmd_tui(client: Client, args: argparse.Namespace) -> int:
@@ -394,7 +401,7 @@ def _cmd_tui(client: Client, args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from peer.client.demo import run_demo
 
-    return run_demo(args, args.programs.open_ui)
+    return run_demo(args, args.programs.open_ui, args.programs.run_cluster)
 
 
 # The parser
@@ -412,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--token", default=argparse.SUPPRESS, help="bearer token (default: $QFS_TOKEN)"
+    )
+    common.add_argument(
+        "--ca",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="the cluster CA certificate that https:// peers must be signed by (default: $QFS_CA)",
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the server's JSON")
@@ -497,9 +510,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", None, "start the Procfile's peers, open the file manager, stop them")
     p.add_argument("--procfile", metavar="PATH", default="Procfile")
     p.add_argument("--headless", action="store_true", help="start the peers without the TUI")
+    p.add_argument(
+        "--init", action="store_true", help="only create the demo cluster's TLS folder, then exit"
+    )
 
-    # Listed for --help only: main hands everything after `peer` to Programs.run_peer.
+    # Listed for --help only: main hands everything after `peer` to Programs.run_peer (and
+    # after `cluster` to Programs.run_cluster).
     commands.add_parser("peer", add_help=False, help="run a peer (see 'qfs peer --help')")
+    commands.add_parser(
+        "cluster",
+        add_help=False,
+        help="create a cluster's CA, keys and certificates (see 'qfs cluster --help')",
+    )
     return parser
 
 
@@ -525,14 +547,23 @@ def _main(argv: list[str], programs: Programs | None) -> int:
     args.programs = programs
     if args.command == "peer":
         return programs.run_peer(extra)
+    if args.command == "cluster":
+        return programs.run_cluster(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.peer = getattr(args, "peer", None) or os.environ.get("QFS_PEER") or DEFAULT_PEER
-    args.token = getattr(args, "token", None) or os.environ.get("QFS_TOKEN") or None
     if args.command == "demo":
         return _run_demo(args)
     try:
-        client = Client(args.peer, args.token)
+        file = _client_config()
+    except ValueError as exc:
+        fail(str(exc))
+        return EXIT_USAGE
+    args.peer = getattr(args, "peer", None) or os.environ.get("QFS_PEER") or file.get("peer")
+    args.peer = args.peer or DEFAULT_PEER
+    args.token = getattr(args, "token", None) or os.environ.get("QFS_TOKEN") or file.get("token")
+    args.ca = getattr(args, "ca", None) or os.environ.get("QFS_CA") or file.get("ca")
+    try:
+        client = Client(args.peer, args.token or None, ca=args.ca)
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -558,7 +589,42 @@ def _main(argv: list[str], programs: Programs | None) -> int:
         return EXIT_ERROR
 
 
+def _client_config() -> dict[str, str]:
+    """The client config file: $QFS_CONFIG, else ./data/cluster/client.toml when it exists.
+
+    Keys: ``peer`` (URL), ``ca`` (CA certificate file) and ``token-file`` (a file holding the
+    bearer token); relative paths are relative to the config file. Flags and the environment
+    win over it. ValueError names what is wrong with it.
+    """
+    named = os.environ.get(CONFIG_ENV)
+    path = Path(named) if named else DEMO_CLIENT_CONFIG
+    if not named and not path.is_file():
+        return {}
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"client config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"client config {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(document) - {"peer", "ca", "token-file"})
+    if unknown or not all(isinstance(v, str) for v in document.values()):
+        raise ValueError(f"client config {path}: expected string keys peer, ca, token-file")
+    folder = path.resolve().parent
+    settings = {"peer": document.get("peer", "")}
+    if "ca" in document:
+        settings["ca"] = str(folder / document["ca"])
+    if "token-file" in document:
+        token_file = folder / document["token-file"]
+        try:
+            settings["token"] = token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"client config {path}: {token_file}: {exc.strerror}") from None
+    return {k: v for k, v in settings.items() if v}
+
+
 def _hint(exc: QfsError, args: argparse.Namespace) -> str:
+    if exc.status is None and "CERTIFICATE_VERIFY_FAILED" in exc.detail:
+        return " (the peer's certificate is not signed by the CA given with --ca or QFS_CA)"
     if exc.status is None:
         return " (is a peer running there? choose one with --peer URL or QFS_PEER)"
     if exc.status == 401 and not args.token:

@@ -10,6 +10,7 @@ import itertools
 import os
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -66,7 +67,7 @@ def read_procfile(path: str | os.PathLike[str]) -> list[PeerProcess]:
 
 
 def http_url_of(argv: list[str]) -> str:
-    """The HTTP API URL a `qfs peer` command line serves on."""
+    """The HTTP API URL a `qfs peer` command line serves on (https with --tls-dir)."""
     host, port = "127.0.0.1", None
     for flag, value in itertools.pairwise(argv):
         if flag == "--http":
@@ -75,7 +76,8 @@ def http_url_of(argv: list[str]) -> str:
             host = value
     if port is None:
         raise ValueError(f"no --http port in {shlex.join(argv)}")
-    return f"http://{host}:{port}"
+    scheme = "https" if "--tls-dir" in argv else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def peer_argv(
@@ -86,7 +88,8 @@ def peer_argv(
     join: Iterable[int] = (),
     extra: Iterable[str] = (),
 ) -> list[str]:
-    """The command line of a peer on 127.0.0.1 joining the peers on the `join` ports."""
+    """The command line of a peer on 127.0.0.1 joining the peers on the `join` ports; an open
+    (--insecure) peer unless `extra` gives it a --tls-dir."""
     argv = [
         *qfs_command(),
         "peer",
@@ -101,7 +104,10 @@ def peer_argv(
     ]
     for other in join:
         argv += ["--join", f"127.0.0.1:{other}"]
-    return argv + list(extra)
+    extra = list(extra)
+    if "--tls-dir" not in extra:
+        argv.append("--insecure")
+    return argv + extra
 
 
 def start(peer: PeerProcess, log_dir: Path | None = None, cwd: Path | None = None) -> None:
@@ -121,18 +127,23 @@ def start(peer: PeerProcess, log_dir: Path | None = None, cwd: Path | None = Non
 
 
 def wait_converged(
-    peers: list[PeerProcess], timeout: float = 30.0, token: str | None = None
+    peers: list[PeerProcess],
+    timeout: float = 30.0,
+    token: str | None = None,
+    ca: str | None = None,
 ) -> float:
     """Wait until every running peer sees every running peer alive; seconds waited.
 
-    `token` is sent as a bearer token (peers started with --admin-token-file need one).
+    `token` is sent as a bearer token (peers started with --admin-token-file need one); https
+    peers must have certificates signed by the CA in the file `ca`.
     TimeoutError names the peers that had not converged.
     """
     started = time.monotonic()
     names = {p.name for p in peers if p.running()}
     lagging = names
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with httpx.Client(timeout=2.0, headers=headers) as http:
+    verify = ssl.create_default_context(cafile=ca) if ca else True
+    with httpx.Client(timeout=2.0, headers=headers, verify=verify) as http:
         while time.monotonic() - started < timeout:
             lagging = set()
             for peer in peers:

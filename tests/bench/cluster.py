@@ -1,7 +1,13 @@
 """Cluster benchmark: 3 real peers (N=3, R=2, W=2, fsync on) on 127.0.0.1, through the HTTP API.
 
     python tests/bench/cluster.py [--json] [--big-mb 64] [--small 400] [--move-mb 1024]
-                                  [--dir DIR]
+                                  [--dir DIR] [--tls]
+
+With --tls it measures instead the transfer figures (converge, large put/get, 4 KiB put/get
+with one client and 16) of an open (--insecure) cluster and of a secure one (`qfs cluster
+init`: HTTPS to clients, mutual TLS between peers, sealed gossip), one after the other in the
+same run, printed side by side: `<figure>_plain`, `<figure>_tls` and `<figure>_tls_pct` (TLS as
+a percentage of plaintext; for latencies and converge, the TLS figure is simply shown).
 
 Prints put/get throughput of a large file (median of 3 files; the peers' peak RSS meanwhile),
 4 KiB put/get rates one after another and with 16 concurrent clients (median of 3 rounds),
@@ -38,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from peer.client.api_client import Client
 from storage.fsutil import sync_dir
-from tests.support import LocalCluster, print_results
+from tests.support import LocalCluster, make_cluster_dir, print_results
 
 MiB = 1024 * 1024
 ROUNDS = 3
@@ -288,6 +294,75 @@ def run(root: Path, big_mb: int, small: int, move_mb: int) -> dict[str, float]:
     return results
 
 
+def transfer_figures(
+    cluster: LocalCluster, root: Path, big_mb: int, small: int
+) -> dict[str, float]:
+    """Converge, large put/get and 4 KiB put/get (1 and 16 clients) of one cluster."""
+    results: dict[str, float] = {"converge_s": round(cluster.start(), 3)}
+    time.sleep(2)
+    client = cluster.client("p1", timeout=600)
+    reader = cluster.client("p2", timeout=600)
+    big_path = root / "big.bin"
+    with open(big_path, "wb") as f:
+        for _ in range(big_mb):
+            f.write(os.urandom(MiB))
+    puts, gets = [], []
+    for round_ in range(ROUNDS):
+        with open(big_path, "rb") as f:
+            started = time.perf_counter()
+            client.put(f"/bench/big{round_}.bin", f)
+            puts.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
+        started = time.perf_counter()
+        reader.get(f"/bench/big{round_}.bin", Discard())
+        gets.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
+    big_path.unlink()
+    results["put_MBps"] = round(statistics.median(puts), 1)
+    results["get_MBps"] = round(statistics.median(gets), 1)
+    payload = os.urandom(4096)
+    single = [cluster.client("p1")]
+    rate, lat = timed_ops(single, small, lambda c, i: c.put(f"/bench/s/{i}", payload))
+    results["small_put_ops"] = round(rate, 1)
+    results["small_put_p50_ms"] = round(percentile(lat, 0.5), 2)
+    names = ["p1", "p2", "p3"]
+    many = [cluster.client(names[i % 3]) for i in range(16)]
+    rates = []
+    for round_ in range(ROUNDS):
+        rate, _ = timed_ops(
+            many, small * 2, lambda c, i, r=round_: c.put(f"/bench/c{r}/{i}", payload)
+        )
+        rates.append(rate)
+    results["small_put_ops_c16"] = round(statistics.median(rates), 1)
+    rate, lat = timed_ops(single, small, lambda c, i: c.get_bytes(f"/bench/s/{i}"))
+    results["small_get_ops"] = round(rate, 1)
+    results["small_get_p50_ms"] = round(percentile(lat, 0.5), 2)
+    rate, _ = timed_ops(many, small * 2, lambda c, i: c.get_bytes(f"/bench/c0/{i}"))
+    results["small_get_ops_c16"] = round(rate, 1)
+    for c in [client, reader, *single, *many]:
+        c.close()
+    return results
+
+
+def run_tls(root: Path, big_mb: int, small: int) -> dict[str, float]:
+    """transfer_figures of an open cluster and a secure one, side by side."""
+    folder = root / "tls"
+    make_cluster_dir(folder, ["p1", "p2", "p3"])
+    figures = {}
+    for mode, tls_dir in (("plain", None), ("tls", folder)):
+        cluster = LocalCluster(root / f"cluster-{mode}", 3, tls_dir=tls_dir)
+        try:
+            figures[mode] = transfer_figures(cluster, root, big_mb, small)
+        finally:
+            cluster.stop()
+    results: dict[str, float] = {}
+    for key, plain in figures["plain"].items():
+        tls = figures["tls"][key]
+        results[f"{key}_plain"] = plain
+        results[f"{key}_tls"] = tls
+        if not key.endswith(("_ms", "_s")):
+            results[f"{key}_tls_pct"] = round(100 * tls / plain, 1)
+    return results
+
+
 class Discard:
     """A sink that drops what it is given (gets measure the cluster, not the local disk)."""
 
@@ -304,9 +379,15 @@ def main(argv: list[str] | None = None) -> int:
         "--move-mb", type=int, default=1024, help="size of the file moved (MiB, default 1 GiB)"
     )
     parser.add_argument("--dir", type=Path, help="where data goes (default: a temp dir)")
+    parser.add_argument(
+        "--tls", action="store_true", help="open vs secure cluster, side by side (see above)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-bench-") as tmp:
-        results = run(Path(tmp), args.big_mb, args.small, args.move_mb)
+        if args.tls:
+            results = run_tls(Path(tmp), args.big_mb, args.small)
+        else:
+            results = run(Path(tmp), args.big_mb, args.small, args.move_mb)
     print_results(results, args.json)
     return 0
 

@@ -168,7 +168,7 @@ def start_peer(root: Path, argv: list[str]) -> PeerProcess:
 
 def test_a_public_http_bind_without_tokens_refuses_to_start(tmp_path: Path) -> None:
     argv = ["--name", "solo", "--data", str(tmp_path / "d"), "--port", str(free_port())]
-    argv += ["--http", str(free_port()), "--http-bind", "0.0.0.0"]
+    argv += ["--http", str(free_port()), "--http-bind", "0.0.0.0", "--tls-dir", str(tmp_path)]
     refused = subprocess.run(
         [*launcher.qfs_command(), "peer", *argv], capture_output=True, text=True, timeout=30
     )
@@ -182,6 +182,7 @@ def test_a_peer_starts_from_a_toml_file_and_a_flag_overrides_a_key(tmp_path: Pat
     config.write_text(
         f'name = "solo"\ndata = "{tmp_path / "data"}"\nport = {free_port()}\n'
         f"http = {http_in_file}\nreplicas = 1\nread-quorum = 1\nwrite-quorum = 1\n"
+        "insecure = true\n"
     )
     peer = start_peer(tmp_path, ["--config", str(config), "--http", str(http_flag)])
     try:

@@ -7,7 +7,7 @@ import pytest
 
 from peer.config import ConfigError, MiB, add_peer_arguments, config_from_args, parse_size
 
-BASE = ["--name", "p1", "--data", "d", "--port", "7001", "--http", "8001"]
+BASE = ["--name", "p1", "--data", "d", "--port", "7001", "--http", "8001", "--tls-dir", "tls"]
 
 
 def parse(*argv: str):
@@ -50,6 +50,14 @@ def test_settings_that_cannot_work_are_refused_naming_the_setting(extra, named) 
         parse(*BASE, *extra)
 
 
+def test_a_peer_without_tls_needs_insecure() -> None:
+    plain = BASE[:-2]
+    with pytest.raises(ConfigError, match=r"tls-dir.*--insecure"):
+        parse(*plain)
+    assert parse(*plain, "--insecure").insecure is True
+    assert parse(*BASE).tls_dir == Path("tls")
+
+
 def test_open_api_off_loopback_needs_insecure_or_tokens(tmp_path: Path) -> None:
     assert parse(*BASE, "--http-bind", "0.0.0.0", "--insecure").http_bind == "0.0.0.0"
     token = tmp_path / "admin"
@@ -67,7 +75,7 @@ def test_missing_required_settings_are_listed() -> None:
 def test_toml_file_alone_and_flags_win(tmp_path: Path) -> None:
     path = tmp_path / "peer.toml"
     path.write_text(
-        'name = "p9"\ndata = "d9"\nport = 7009\nhttp = 8009\n'
+        'name = "p9"\ndata = "d9"\nport = 7009\nhttp = 8009\ninsecure = true\n'
         'join = ["127.0.0.1:7001"]\nread-quorum = 1\nblock-size = "64KiB"\n'
     )
     config = parse("--config", str(path))

@@ -447,3 +447,21 @@ def test_client_is_a_context_manager(peer: FakePeer) -> None:
         client.cluster()
     with pytest.raises(RuntimeError):
         client.cluster()
+
+
+def test_a_token_is_never_sent_in_clear_off_loopback() -> None:
+    with pytest.raises(ValueError, match="in clear"):
+        Client("http://10.0.0.5:8001", "secret")
+    with pytest.raises(ValueError, match="in clear"):
+        Client("http://127.0.0.1:8001", "secret").with_base_url("http://peer.example:8002")
+    for url in ("http://127.0.0.1:8001", "http://localhost:8001", "http://[::1]:8001"):
+        Client(url, "secret").close()
+    Client("https://10.0.0.5:8001", "secret").close()
+    Client("http://10.0.0.5:8001").close()  # no token: nothing to leak
+
+
+def test_a_bad_ca_file_is_refused_naming_it(tmp_path) -> None:
+    bad = tmp_path / "ca.crt"
+    bad.write_text("not a certificate")
+    with pytest.raises(ValueError, match="bad CA file"):
+        Client("https://127.0.0.1:8001", ca=str(bad))

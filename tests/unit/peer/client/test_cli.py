@@ -39,13 +39,13 @@ def clients(monkeypatch: pytest.MonkeyPatch, peer: FakePeer) -> list[Client]:
     """Every Client the CLI creates, each wired to the fake peer."""
     made: list[Client] = []
 
-    def make(base_url: str, token: str | None) -> Client:
-        made.append(Client(base_url, token, transport=peer))
+    def make(base_url: str, token: str | None, ca: str | None = None) -> Client:
+        made.append(Client(base_url, token, ca=ca, transport=peer))
         return made[-1]
 
     monkeypatch.setattr(cli, "Client", make)
-    monkeypatch.delenv("QFS_PEER", raising=False)
-    monkeypatch.delenv("QFS_TOKEN", raising=False)
+    for name in ("QFS_PEER", "QFS_TOKEN", "QFS_CA", "QFS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
     return made
 
 
@@ -179,7 +179,9 @@ def test_get_with_a_wrong_hash_is_corrupt_and_keeps_nothing(
 ) -> None:
     bad = httpx.Response(200, content=b"evil", headers={"ETag": f'"{"0" * 64}"'})
     transport = httpx.MockTransport(lambda request: bad)
-    monkeypatch.setattr(cli, "Client", lambda url, token: Client(url, token, transport=transport))
+    monkeypatch.setattr(
+        cli, "Client", lambda url, token, ca=None: Client(url, token, transport=transport)
+    )
     assert cli.main(["get", "f", str(tmp_path / "f")]) == 3
     assert os.listdir(tmp_path) == []
     assert error_lines(capsys)[0].startswith("qfs: error: corrupt: /f:")
@@ -349,7 +351,9 @@ def test_server_error_is_one_line_exit_1(
 ) -> None:
     body = {"error": "unavailable", "detail": "quorum not met: 1 of 2 replicas acknowledged"}
     transport = httpx.MockTransport(lambda request: httpx.Response(503, json=body))
-    monkeypatch.setattr(cli, "Client", lambda url, token: Client(url, token, transport=transport))
+    monkeypatch.setattr(
+        cli, "Client", lambda url, token, ca=None: Client(url, token, transport=transport)
+    )
     local = tmp_path / "f"
     local.write_bytes(b"x")
     assert cli.main(["put", str(local), "f"]) == 1
@@ -423,6 +427,7 @@ def test_peer_parses_its_flags_and_runs(monkeypatch: pytest.MonkeyPatch, tmp_pat
     ran: list[Any] = []
     fake_module(monkeypatch, "peer.node", run_peer=lambda config: ran.append(config) or 0)
     argv = ["peer", "--name", "p1", "--data", str(tmp_path), "--port", "7001", "--http", "8001"]
+    argv.append("--insecure")
     assert qfs_main([*argv, "--join", "127.0.0.1:7002"]) == 0
     assert ran[0].name == "p1"
     assert ran[0].http == 8001
@@ -442,24 +447,25 @@ def test_peer_help_shows_the_peer_flags(capsys) -> None:
 
 def test_demo_and_tui_are_delegated(monkeypatch: pytest.MonkeyPatch, clients: list[Client]) -> None:
     seen: dict[str, Any] = {}
-    def run_demo(args: Any, open_ui: Any) -> int:
+    def run_demo(args: Any, open_ui: Any, run_cluster: Any) -> int:
         seen["demo"] = args
         seen["demo_ui"] = open_ui
+        seen["demo_cluster"] = run_cluster
         return 0
 
     fake_module(monkeypatch, "peer.client.demo", run_demo=run_demo)
     fake_module(monkeypatch, "tui.app", run_tui=lambda client: seen.setdefault("tui", client) and 0)
     assert qfs_main(["demo", "--headless", "--procfile", "P"]) == 0
     assert (seen["demo"].procfile, seen["demo"].headless) == ("P", True)
-    assert seen["demo"].peer == "http://127.0.0.1:8001"
     assert seen["demo_ui"] is PROGRAMS.open_ui
+    assert seen["demo_cluster"] is PROGRAMS.run_cluster
     assert qfs_main(["tui", "--peer", "127.0.0.1:8002"]) == 0
     assert seen["tui"] is clients[0]
     assert clients[0].base_url == "http://127.0.0.1:8002"
 
 
 def test_program_commands_need_the_qfs_program(capsys) -> None:
-    for command in ("peer", "tui", "demo"):
+    for command in ("peer", "tui", "demo", "cluster"):
         assert cli.main([command]) == 2
         assert "qfs program" in capsys.readouterr().err
 
@@ -488,3 +494,25 @@ def test_progress_draws_on_a_terminal_only_for_large_transfers() -> None:
         bar(100, 100)
     assert small.getvalue() == ""
     assert large.getvalue() != ""
+
+
+def test_the_client_config_file_gives_peer_ca_and_token_and_flags_win(
+    monkeypatch: pytest.MonkeyPatch, clients: list[Client], tmp_path: Path
+) -> None:
+    folder = tmp_path / "data" / "cluster"
+    folder.mkdir(parents=True)
+    (folder / "admin.token").write_text("tok\n")
+    (folder / "client.toml").write_text(
+        'peer = "http://127.0.0.1:8009"\nca = "ca.crt"\ntoken-file = "admin.token"\n'
+    )
+    monkeypatch.setattr(cli, "Client", lambda url, token, ca=None: clients.append((url, token, ca)))
+    monkeypatch.chdir(tmp_path)  # the demo's file, found from the Procfile's folder
+    with pytest.raises(TypeError):  # the fake "client" is no context manager: stop there
+        cli.main(["ls"])
+    assert clients[-1] == ("http://127.0.0.1:8009", "tok", str(folder / "ca.crt"))
+    monkeypatch.setenv("QFS_CA", "/other/ca.crt")
+    with pytest.raises(TypeError):
+        cli.main(["ls", "--peer", "http://127.0.0.1:8010", "--token", "t2"])
+    assert clients[-1] == ("http://127.0.0.1:8010", "t2", "/other/ca.crt")
+    monkeypatch.setenv("QFS_CONFIG", str(tmp_path / "missing.toml"))
+    assert cli.main(["ls"]) == 2
