@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 HANDOFF_INTERVAL = 1.0
 REJOIN_INTERVAL = 0.25
+OBSERVE_INTERVAL = 1.0
 PREPARE_TIMEOUT = 2.0
 SCRUB_PAUSE = 10.0
 TLS_RELOAD_INTERVAL = 60.0  # seconds between re-reads of the TLS files (SIGHUP: at once)
@@ -148,6 +149,7 @@ class Node(service.MultiService):
             config.gc_grace,
             config.horizon,
             config.gc_interval,
+            lambda: self.rejoin.checked,
         )
         self.handoff = HintedHandoff(
             self.coordinator,
@@ -208,6 +210,7 @@ class Node(service.MultiService):
         self.gossip.setServiceParent(self)
         for interval, job, what in (
             (REJOIN_INTERVAL, self.rejoin.step, "rejoin"),
+            (OBSERVE_INTERVAL, self.collector.observe, "known peers"),
             (HANDOFF_INTERVAL, self.handoff.deliver, "hinted handoff"),
             (config.anti_entropy_interval, self.anti_entropy.run_round, "anti-entropy"),
             (config.gc_interval, self.collector.run_round, "garbage collection"),

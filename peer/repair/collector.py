@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ from storage.vclock import VectorClock
 log = logging.getLogger(__name__)
 
 PURGE_BATCH = 500
+SAVE_ABSENCES_EVERY = 10.0  # seconds; the known set itself is saved whenever it changes
 MAX_KEEP = 1_000_000
 HORIZON_KEY = LOCAL_PREFIX + "horizon"
 
@@ -83,9 +85,12 @@ class GarbageCollector:
         grace: float,
         horizon: float,
         interval: float = 0.0,
+        may_run: Callable[[], bool] = lambda: True,
     ) -> None:
         """`interval`: how often rounds run; a peer swept by another peer's round within the
-        last interval leaves the next round to it (one runner is enough, any one is safe)."""
+        last interval leaves the next round to it (one runner is enough, any one is safe).
+        Rounds run only once `may_run()`: this peer compared its rounds with the cluster's, so
+        it has heard the peers it joined (peer.repair.rejoin)."""
         self._coordinator = coordinator
         self._replica = replica
         self._run = run_in_thread
@@ -94,10 +99,12 @@ class GarbageCollector:
         self._grace = grace
         self._horizon = horizon
         self._interval = interval
+        self._may_run = may_run
         self._swept_by_other_at: float | None = None
         self.state = HorizonState()
         self._loaded = False
         self._observed_at: float | None = None
+        self._saved_at = -math.inf
         self._marks: dict[str, int] = {}
         self._rounds = itertools.count(1)
         self.counters = CollectorCounters()
@@ -141,10 +148,14 @@ class GarbageCollector:
 
     async def observe(self) -> None:
         """Bring the known peers up to date with gossip (absences counted on the monotonic
-        clock), forgetting those past the horizon or superseded."""
+        clock), forgetting those past the horizon or superseded. A newly seen peer is saved at
+        once: a peer that restarts must never run a round knowing fewer peers than it saw."""
+        if not self._loaded:
+            return
         now = self._monotonic()
         elapsed = 0.0 if self._observed_at is None else max(0.0, now - self._observed_at)
         self._observed_at = now
+        before = set(self.state.known)
         cluster = self._coordinator.cluster
         seen = [
             Seen(node, info.name, node == cluster.self_id or info.state in UP_STATES)
@@ -158,7 +169,9 @@ class GarbageCollector:
                 forgotten.node_id,
                 forgotten.reason,
             )
-        await self.save()
+        if set(self.state.known) != before or now - self._saved_at >= SAVE_ABSENCES_EVERY:
+            self._saved_at = now
+            await self.save()
 
     # -- a round ---------------------------------------------------------------------------
 
@@ -168,7 +181,7 @@ class GarbageCollector:
         if not self._loaded:
             return self._skip("this peer is starting")
         await self.observe()
-        if not self._replica.state.verified:
+        if not self._replica.state.verified or not self._may_run():
             return self._skip("this peer's data is still being checked against the cluster")
         other = self._swept_by_other_at
         if other is not None and self._monotonic() - other < self._interval:
@@ -325,33 +338,52 @@ class GarbageCollector:
         mark = self._marks.pop(round_id, None)
         if not round_id.startswith(self._coordinator.cluster.self_id + ":"):
             self._swept_by_other_at = self._monotonic()
-        if generation > self.state.swept:
-            self.state.swept = generation
-            await self.save()
-        removed = size = 0
-        if mark is not None:
-            try:
-                removed, size = await self._run(self._remove_unreferenced, keep, mark)
-            finally:
+        if generation > self.state.accounted:
+            raise RpcError("bad_round", f"round {generation} was not begun here")
+        try:
+            blocks = [] if mark is None else await self._run(self._unreferenced, keep)
+            tombstones = await self._run(self._still_purgeable, purge)
+            # The round number is recorded before anything is deleted, and only if something
+            # will be: data from before it may then lack what this sweep removes
+            # (peer.repair.horizon).
+            if (blocks or tombstones) and generation > self.state.swept:
+                self.state.swept = generation
+                await self.save()
+            removed, size = (0, 0) if mark is None else await self._run(self._remove, blocks, mark)
+            purged = await self._run(self._purge, tombstones)
+        finally:
+            if mark is not None:
                 self._replica.activity.done(mark)
-        purged = await self._run(self._purge, purge)
         return {"removed": removed, "bytes": size, "purged": purged}
 
-    def _remove_unreferenced(self, keep: set[str], mark: int) -> tuple[int, int]:
+    def _unreferenced(self, keep: set[str]) -> list[str]:
+        """Blocks here that nothing keeps and that are older than the grace."""
         blocks = self._replica.blocks
         cutoff = self._wall_clock() - self._grace
+        found = []
+        for block in blocks.hashes():
+            used = blocks.last_used(block) if block not in keep else None
+            if used is not None and used <= cutoff:
+                found.append(block)
+        return found
+
+    def _remove(self, candidates: list[str], mark: int) -> tuple[int, int]:
+        """Delete each candidate unless it was stored or touched since `mark`."""
+        blocks = self._replica.blocks
         removed = size = 0
-        for block in list(blocks.hashes()):
-            if block in keep:
-                continue
-            used = blocks.last_used(block)
-            if used is None or used > cutoff:
-                continue
+        for block in candidates:
             length = blocks.size(block) or 0
             if self._replica.activity.delete_unless_noted(block, mark, blocks.delete):
                 removed += 1
                 size += length
         return removed, size
+
+    def _still_purgeable(
+        self, tombstones: list[tuple[str, list[Sibling]]]
+    ) -> list[tuple[str, list[Sibling]]]:
+        records = self._replica.records
+        held = [(key, mine, records.get(key)) for key, mine in tombstones]
+        return [(key, mine) for key, mine, here in held if here and undoes_nothing(here, mine)]
 
     def _purge(self, tombstones: list[tuple[str, list[Sibling]]]) -> int:
         records = self._replica.records

@@ -268,3 +268,23 @@ def test_a_peer_whose_disk_was_replaced_rejoins_and_its_hints_are_resolved(tmp_p
             30,
             "purges go on once the old node id is gone",
         )
+
+
+def test_peers_restarting_around_each_other_lose_no_acknowledged_write(tmp_path: Path) -> None:
+    """Found in review: a peer restarted before it had saved whom it knew ran a collection round
+    alone at start-up; the others then took their data for stale and rebuilt, losing a write
+    only they held."""
+    with running_cluster(tmp_path, 3) as cluster:
+        cluster.kill("p3")
+        with cluster.client("p1") as client:
+            client.put("/v", b"acknowledged")
+        cluster.restart("p3")
+        cluster.kill("p1")
+        cluster.kill("p2")
+        time.sleep(2)
+        cluster.restart("p1")
+        cluster.restart("p2")
+        for name in ("p1", "p2", "p3"):
+            assert repair(cluster.peer(name).http_url)["rejoin"]["rebuilds"] == 0, name
+            with cluster.client(name) as client:
+                assert client.get_bytes("/v") == b"acknowledged", name

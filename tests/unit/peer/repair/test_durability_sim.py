@@ -60,11 +60,18 @@ def start_jobs(network, coordinators, clock: Monotonic, nodes=None) -> dict[str,
     for node in nodes or sorted(coordinators):
         coordinator, replica = coordinators[node], network.replicas[node]
         replica.state.verified = False  # as Node does before Rejoin looked at the data
+        holder: list[Rejoin] = []
         gc = GarbageCollector(
-            coordinator, replica, inline, lambda: time.time() + 3600, clock, 0.0, HORIZON
+            coordinator,
+            replica,
+            inline,
+            lambda: time.time() + 3600,
+            clock,
+            0.0,
+            HORIZON,
+            may_run=lambda holder=holder: holder[0].checked,
         )
         handoff = HintedHandoff(coordinator, replica.blocks, replica.records, inline, gc.gone)
-        holder: list[Rejoin] = []
         ae = AntiEntropy(
             coordinator,
             replica,
