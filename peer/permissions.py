@@ -89,9 +89,18 @@ def require(identity: Identity, attrs: Attrs, want: int, path: str) -> None:
         )
 
 
-def require_traverse(identity: Identity, ancestors: Iterable[tuple[str, Attrs]]) -> None:
-    """x on every (path, attrs) directory above the target, outermost first."""
+def require_traverse(identity: Identity, ancestors: Iterable[tuple[str, Attrs | None]]) -> None:
+    """x on every (path, attrs) directory above the target, outermost first. A directory whose
+    attributes are unknown (None: no entry was read for it) fails closed but for an admin."""
     for path, attrs in ancestors:
+        if attrs is None:
+            if not identity.admin:
+                raise Forbidden(
+                    f"{path} has no directory entry on the replicas read (removed, or not "
+                    "replicated there yet): its permissions are unknown, so only an admin may "
+                    "reach what is below it"
+                )
+            continue
         require(identity, attrs, EXECUTE, path)
 
 
