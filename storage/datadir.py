@@ -9,6 +9,9 @@ Layout::
 
 The lock is an ``fcntl.flock`` on an open file, so the kernel releases it when the owner dies,
 however it dies; a stale LOCK file never blocks a restart.
+
+The directory is 0700 and its files 0600 (the records hold every file's metadata and small
+files' contents): a directory or file left more open by an older version is tightened on open.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from storage.fsutil import sync_dir, write_atomic
 from storage.records import RecordStore
 
 _NODE_ID_RE = re.compile(r"[0-9a-f]{32}\n?")
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 class DataDirLocked(RuntimeError):
@@ -41,7 +46,8 @@ class DataDir:
         """
         self.path = Path(path)
         created = not self.path.is_dir()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(PRIVATE_DIR, parents=True, exist_ok=True)
+        os.chmod(self.path, PRIVATE_DIR)
         if created and fsync:
             sync_dir(self.path.parent)
         self._lock_fd: int | None = _acquire_lock(self.path / "LOCK")
@@ -81,7 +87,7 @@ class DataDir:
 
 def _acquire_lock(path: Path) -> int:
     """Take the exclusive non-blocking flock and record our pid; returns the open descriptor."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -94,6 +100,7 @@ def _acquire_lock(path: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
+    os.fchmod(fd, PRIVATE_FILE)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -106,7 +113,9 @@ def _load_node_id(path: Path) -> str:
     except FileNotFoundError:
         node_id = secrets.token_hex(16)
         write_atomic(path, f"{node_id}\n".encode())
+        os.chmod(path, PRIVATE_FILE)  # inside the 0700 directory: never readable by others
         return node_id
+    os.chmod(path, PRIVATE_FILE)
     text = raw.decode("ascii", "replace")
     if not _NODE_ID_RE.fullmatch(text):
         raise ValueError(
