@@ -23,7 +23,14 @@ from peer.api.auth import Authenticator
 from peer.api.incoming import BodyLost, IncomingBody
 from peer.body import BodyReader, FileBody
 from peer.coordinator import Coordinator
-from peer.errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound
+from peer.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    TooManyRequests,
+)
 from peer.namespace import Namespace
 from peer.paths import PathError, normalize
 from peer.permissions import ADMIN_IDENTITY, Identity, check_name, parse_mode
@@ -154,7 +161,9 @@ class ApiResource(resource.Resource):
                 raise NotFound(f"no route {request.path.decode('latin-1')!r}")
             identity = ADMIN_IDENTITY
             if self.auth is not None and prefix not in OPEN_ROUTES:
-                identity = await self.auth.identify(request.getHeader(b"authorization"))
+                identity = await self.auth.identify(
+                    request.getHeader(b"authorization"), request.getClientAddress().host
+                )
             result = await route(request, rest, identity)
             if result is not None:
                 status, body = result
@@ -162,6 +171,8 @@ class ApiResource(resource.Resource):
         except ApiError as e:
             if e.status == 401:
                 request.setHeader("www-authenticate", 'Bearer realm="quorumfs"')
+            if isinstance(e, TooManyRequests):
+                request.setHeader("retry-after", str(e.retry_after))
             await _send_json(request, e.status, e.to_json())
         except BodyLost as e:
             log.info("%s %s abandoned: %s", request.method.decode(), request.path.decode(), e)
