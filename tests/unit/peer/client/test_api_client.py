@@ -18,6 +18,7 @@ from peer.client.api_client import (
     QfsError,
     format_mode,
     normalize_path,
+    printable,
 )
 from tests.unit.peer.client.fake_peer import FakePeer, StoredFile
 
@@ -447,3 +448,19 @@ def test_client_is_a_context_manager(peer: FakePeer) -> None:
         client.cluster()
     with pytest.raises(RuntimeError):
         client.cluster()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain name-1.txt", "plain name-1.txt"),
+        ("ünïcødé 名前", "ünïcødé 名前"),
+        ("\x1b[2J\x07\r\n\t\x00", "\\x1b[2J\\x07\\x0d\\x0a\\x09\\x00"),
+        ("del\x7f c1\x9b", "del\\x7f c1\\x9b"),
+        ("bidi\u202etxt.exe \u2028", "bidi\\u202etxt.exe \\u2028"),
+        ("tag\U000e0041", "tag\\U000e0041"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_would_act_on(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(shown) == shown  # escaping twice changes nothing
