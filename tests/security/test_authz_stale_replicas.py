@@ -2,18 +2,23 @@
 a user's `?r=1` read served from the one replica that missed a chmod, and a `?version=` read
 checked against that sibling's own mode instead of the file's merged one.
 
-Replicas are made stale by killing peers (no anti-entropy during the test): alice's chmod
-reaches p1 and p2 only; then p3 alone answers bob, and the admin writes a version on p3 alone.
+Replicas are made stale with signals (no anti-entropy during the test): alice's chmod and a
+new version A reach p1 and p2 while p3 is killed; then, p1 and p2 stopped (SIGSTOP), p3 alone
+answers bob and takes the admin's version B. Stopped peers are never restarted, so they come
+back with their data as it was.
 """
 
 from __future__ import annotations
 
 import secrets
+import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from peer.client import launcher
 from tests.support import LocalCluster, running_cluster
 
 ADMIN = secrets.token_urlsafe(24)
@@ -53,23 +58,28 @@ def test_stale_replicas_never_decide_what_a_user_may_read(cluster: LocalCluster)
     assert opened.status_code == 201
     cluster.restart("p3")  # still has /f at 0644 and /v at its first version
 
-    # ?r=1: p3 alone answers; bob's token is in p3's cache from the whoami just before.
-    cluster.kill("p1")
     bob_at_p3 = client(cluster, "p3", tokens["bob"])
-    assert bob_at_p3.get("/v1/whoami").json()["user"] == "bob"
-    cluster.kill("p2")
+    assert bob_at_p3.get("/v1/whoami").json()["user"] == "bob"  # p3 caches bob's token
     seen = {}  # every probe's status, checked at the end (each fails on the old code)
-    for route in ("/v1/files/f", "/v1/stat/f"):
-        answer = bob_at_p3.get(route, params={"r": "1"})
-        seen[f"{route}?r=1"] = answer.status_code
-
-    # ?version=: the admin writes version B (0600) on p3 alone, concurrent with A.
-    closed = client(cluster, "p3", ADMIN).put(
-        "/v1/files/v", content=b"closed", params={"w": "1", "mode": "0600"}
-    )
-    assert closed.status_code == 201, closed.text
-    cluster.restart("p1")
-    cluster.restart("p2")
+    stopped = ("p1", "p2")
+    try:
+        for name in stopped:
+            cluster.kill(name, signal.SIGSTOP)
+        # ?r=1: only p3 answers (p1 and p2 hang until the RPC timeout).
+        with ThreadPoolExecutor(2) as pool:
+            routes = ("/v1/files/f", "/v1/stat/f")
+            answers = pool.map(lambda route: bob_at_p3.get(route, params={"r": "1"}), routes)
+            for route, answer in zip(routes, answers, strict=True):
+                seen[f"{route}?r=1"] = answer.status_code
+        # ?version=: the admin writes version B (0600) through p3 alone, concurrent with A.
+        closed = client(cluster, "p3", ADMIN).put(
+            "/v1/files/v", content=b"closed", params={"w": "1", "mode": "0600"}
+        )
+        assert closed.status_code == 201, closed.text
+    finally:
+        for name in stopped:
+            cluster.kill(name, signal.SIGCONT)
+    launcher.wait_converged(cluster.peers, 30, ADMIN)
     bob = client(cluster, "p1", tokens["bob"])
     siblings = bob.get("/v1/stat/v", params={"r": "3"})
     assert siblings.status_code == 300, siblings.text  # A and B, the file's mode now 0600
