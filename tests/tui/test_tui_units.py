@@ -15,7 +15,7 @@ from peer.client.api_client import QfsError
 from tui.connection import Connection, NoLivePeer, vouched
 from tui.format import healthy_holders, human_size
 from tui.membership import member_events
-from tui.screens.dialogs import LocalPathSuggester
+from tui.screens.dialogs import LocalPathSuggester, PromptScreen
 from tui.transfer import upload_plan
 from tui.widgets.breadcrumbs import ancestors
 from tui.widgets.cluster_view import repair_summary
@@ -214,3 +214,8 @@ def test_failover_sends_the_token_only_where_the_given_peer_vouches() -> None:
     with pytest.raises(NoLivePeer) as caught:
         connection.call(lambda c: c.ls("/"))
     assert caught.value.tried == ["http://127.0.0.1:8001"]  # the given peer; 8009 never
+
+
+def test_a_prompt_never_proposes_a_value_with_control_characters() -> None:
+    assert PromptScreen("Move /a to", "/a b/ünï").value == "/a b/ünï"
+    assert PromptScreen("Move /e\x1b[2J to", "/e\x1b[2J").value == ""

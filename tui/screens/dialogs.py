@@ -75,7 +75,9 @@ class ConfirmScreen(ModalScreen[bool]):
 class PromptScreen(ModalScreen[str | None]):
     """Asks for one line (a path); dismisses with it, or None when cancelled.
 
-    ``local`` turns on completion of local paths (Tab or → takes it).
+    ``local`` turns on completion of local paths (Tab or → takes it). A proposed ``value``
+    with characters that are not printable (a name a peer sent) is not proposed: the input
+    line would show it raw.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
@@ -83,7 +85,7 @@ class PromptScreen(ModalScreen[str | None]):
     def __init__(self, title: str, value: str = "", *, local: bool = False) -> None:
         super().__init__()
         self.title_text = title
-        self.value = value
+        self.value = value if value.isprintable() else ""
         self.local = local
 
     def compose(self) -> ComposeResult:
