@@ -84,18 +84,19 @@ def test_bob_cannot_take_over_alices_directory_by_copying_or_moving_over_it(user
     assert bob.read("/bobdir/notes.txt") == b"bob overwrote this"
 
 
-def test_copying_over_a_file_bob_may_write_keeps_alices_owner_and_mode(users) -> None:
+def test_overwriting_a_file_bob_may_write_keeps_alices_owner_and_mode(users) -> None:
     alice, bob = users["alice"], users["bob"]
     alice.mkdir("/pub", "0777")
     alice.put("/pub/shared", b"alice", mode="0666")
     alice.put("/top-shared", b"alice", mode="0666")  # in the sticky root
-    bob.put("/pub/bobfile", b"bob's version")
-    assert bob.transfer("copy", "/pub/bobfile", "/pub/shared").status_code == 201
-    stat = alice.stat("/pub/shared")
-    assert (stat["owner"], stat["mode"]) == ("alice", "0666")
-    assert alice.read("/pub/shared") == b"bob's version"
-    refused = bob.transfer("copy", "/pub/bobfile", "/top-shared")
-    assert refused.status_code == 403 and "sticky" in refused.json()["detail"]
+    for verb, content in (("copy", b"bob's copy"), ("move", b"bob's move")):
+        bob.put("/pub/bobfile", content, mode="0600")
+        assert bob.transfer(verb, "/pub/bobfile", "/pub/shared").is_success
+        stat = alice.stat("/pub/shared")
+        assert (stat["owner"], stat["mode"]) == ("alice", "0666"), verb
+        assert alice.read("/pub/shared") == content
+        refused = bob.transfer(verb, "/pub/shared", "/top-shared")
+        assert refused.status_code == 403 and "sticky" in refused.json()["detail"]
     assert alice.read("/top-shared") == b"alice"
 
 
