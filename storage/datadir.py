@@ -47,7 +47,6 @@ class DataDir:
         self.path = Path(path)
         created = not self.path.is_dir()
         self.path.mkdir(PRIVATE_DIR, parents=True, exist_ok=True)
-        os.chmod(self.path, PRIVATE_DIR)
         if created and fsync:
             sync_dir(self.path.parent)
         self._lock_fd: int | None = _acquire_lock(self.path / "LOCK")
@@ -55,6 +54,7 @@ class DataDir:
             self.node_id = _load_node_id(self.path / "node_id")
             self.blocks = DiskBlockStore(self.path / "blocks", fsync=fsync)
             self.records = RecordStore(self.path / "records.sqlite")
+            _tighten(self.path)  # last: every file of the directory exists by now
         except BaseException:
             self._release()
             raise
@@ -85,6 +85,15 @@ class DataDir:
         return f"DataDir({str(self.path)!r}, node_id={self.node_id!r})"
 
 
+def _tighten(path: Path) -> None:
+    """The directory 0700 and every file directly in it 0600, whatever made it more open (an
+    older version, the umask, a copy); the block folders are DiskBlockStore's."""
+    os.chmod(path, PRIVATE_DIR)
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+            os.chmod(entry.path, PRIVATE_FILE)
+
+
 def _acquire_lock(path: Path) -> int:
     """Take the exclusive non-blocking flock and record our pid; returns the open descriptor."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
@@ -100,7 +109,6 @@ def _acquire_lock(path: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
-    os.fchmod(fd, PRIVATE_FILE)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -113,9 +121,7 @@ def _load_node_id(path: Path) -> str:
     except FileNotFoundError:
         node_id = secrets.token_hex(16)
         write_atomic(path, f"{node_id}\n".encode())
-        os.chmod(path, PRIVATE_FILE)  # inside the 0700 directory: never readable by others
         return node_id
-    os.chmod(path, PRIVATE_FILE)
     text = raw.decode("ascii", "replace")
     if not _NODE_ID_RE.fullmatch(text):
         raise ValueError(

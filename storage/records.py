@@ -14,7 +14,6 @@ lock, so reads see the last committed state without waiting behind a commit's fs
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -27,6 +26,8 @@ import cbor2
 
 from storage.fsutil import sync_dir
 from storage.vclock import VectorClock
+
+PRIVATE_FILE = 0o600  # records are every file's metadata and small files' contents
 
 _PAGE = 256  # rows fetched per query when iterating, so the lock is never held across yields
 
@@ -68,19 +69,6 @@ class _Request:
     error: BaseException | None = None
 
 
-PRIVATE_FILE = 0o600
-"""Mode of the database and its -wal and -shm files: records are every file's metadata."""
-
-
-def _private_files(path: Path) -> None:
-    """Create the database file 0600 (SQLite gives its -wal and -shm files the database's
-    mode) and tighten one left readable by an older version."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
-    for name in (path.name, path.name + "-wal", path.name + "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(path.with_name(name), PRIVATE_FILE)
-
-
 class RecordStore:
     """Keys -> siblings in one SQLite file (see the module docstring for the guarantees)."""
 
@@ -88,7 +76,8 @@ class RecordStore:
         """Open or create the store; ValueError if the file is not a usable database."""
         self.path = Path(path)
         created = not self.path.exists()
-        _private_files(self.path)
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files that mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
         self._lock = threading.Lock()  # owns the connection
         self._queue_lock = threading.Lock()  # owns _queue
         self._queue: list[_Request] = []
