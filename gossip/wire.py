@@ -83,9 +83,19 @@ def _reject_tag(_decoder: cbor2.CBORDecoder, tag: cbor2.CBORTag) -> Any:
 
 
 def load_cluster_key(path: str | os.PathLike[str]) -> bytes:
-    """Read the shared cluster key material from ``path`` (surrounding whitespace ignored)."""
+    """Read the shared cluster key material from ``path`` (surrounding whitespace ignored).
+
+    As ssh does with private keys, a file that group or others may read or write is refused:
+    anyone who can read it can forge every message of the cluster."""
     try:
         with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise WireError(
+                    f"cluster key file {os.fspath(path)!r}: permissions {mode:04o} are too "
+                    "open: it must not be readable or writable by group or others "
+                    f"(chmod 600 {os.fspath(path)})"
+                )
             material = f.read(4097).strip()
     except OSError as e:
         raise WireError(f"cluster key file {os.fspath(path)!r}: {e.strerror}") from e

@@ -36,7 +36,7 @@ from peer.errors import (
     NotFound,
     Unavailable,
 )
-from peer.lookup import Lookup, decode_entries, decode_manifests
+from peer.lookup import Lookup, decode_entries, decode_manifests, permission_quorum
 from peer.manifest import (
     DIRECTORY,
     DIRECTORY_MODE,
@@ -60,6 +60,7 @@ from peer.permissions import (
     READ,
     WRITE,
     Identity,
+    allows,
     new_attrs,
     require,
     require_remove,
@@ -563,7 +564,7 @@ class Coordinator:
         if path == ROOT:
             raise BadRequest("cannot write a file at the root directory")
         w = self._quorum(w, "w", self.settings.w)
-        found = await self.lookup(path, min(self.settings.r, w))
+        found = await self.lookup(path, self._permission_r(min(self.settings.r, w), identity))
         self._require_file_path(found)
         require_traverse(identity, found.traversed())
         current = found.manifest
@@ -696,7 +697,7 @@ class Coordinator:
         """The manifest a read of `path` serves: NotFound, Forbidden without `want` on it, or
         ConflictingVersions when contents were written concurrently unless `version` picks one.
         Siblings that differ only in owner, group or mode merge into one version."""
-        r = self._quorum(r, "r", self.settings.r)
+        r = self._permission_r(self._quorum(r, "r", self.settings.r), identity)
         found = await self.lookup(path, r, entry=False, above=not identity.admin)
         return self.file_version(found, version, identity, want)
 
@@ -710,36 +711,39 @@ class Coordinator:
             raise NotFound(f"no file at {path}")
         require_traverse(identity, found.traversed())
         context = encode_version(context_of(found.manifest))
+        merged = merge_versions(values)
+        attrs = merged.attrs_from.attrs  # every sibling's owner, group and mode are these
+        require(identity, attrs, want, path)
         if version is not None:
             for clock, manifest in values:
                 if encode_version(clock) == version:
-                    require(identity, manifest.attrs, want, path)
-                    return FileVersion(manifest, version, context)
+                    return FileVersion(manifest.with_attrs(attrs), version, context)
             raise NotFound(f"{path} has no version {version}")
-        merged = merge_versions(values)
-        attrs = merged.attrs_from.attrs
-        require(identity, attrs, want, path)
         if len(merged.heads) > 1:
+            readable = allows(identity, attrs, READ)  # a stat needs no r: no hashes without it
             raise ConflictingVersions(
                 f"{path} has {len(merged.heads)} concurrent versions; read one with ?version= "
                 "or write with X-Qfs-Version set to the context to resolve them",
                 path=path,
                 version=context,
-                siblings=[self._sibling_summary(c, m) for c, m in merged.heads],
+                siblings=[self._sibling_summary(c, m, readable) for c, m in merged.heads],
             )
         ((clock, head),) = merged.heads
         text = encode_version(clock) if len(values) == 1 else context
         return FileVersion(head.with_attrs(attrs), text, context)
 
     @staticmethod
-    def _sibling_summary(clock: VectorClock, manifest: Manifest) -> dict[str, Any]:
-        return {
+    def _sibling_summary(clock: VectorClock, manifest: Manifest, readable: bool) -> dict[str, Any]:
+        summary = {
             "version": encode_version(clock),
             "size": manifest.size,
             "blake3": manifest.blake3,
             "mtime": manifest.mtime,
             "writer": manifest.writer,
         }
+        if not readable:
+            del summary["blake3"]
+        return summary
 
     async def stream(self, manifest: Manifest) -> AsyncIterator[bytes]:
         """The file's bytes block by block, verified, fetching a few blocks ahead."""
@@ -768,7 +772,8 @@ class Coordinator:
     ) -> None:
         """Write tombstones (manifest and entry) that descend every version read."""
         w = self._quorum(w, "w", self.settings.w)
-        found = await self.lookup(path, min(self.settings.r, w), above=not identity.admin)
+        r = self._permission_r(min(self.settings.r, w), identity)
+        found = await self.lookup(path, r, above=not identity.admin)
         current = found.manifest
         versions = decode_manifests(path, current)
         if not versions:
@@ -789,7 +794,7 @@ class Coordinator:
         when a file has concurrently written contents)."""
         r = self._quorum(r, "r", self.settings.r)
         if not identity.admin:
-            at = await self.lookup(directory, r)
+            at = await self.lookup(directory, self._permission_r(r, identity))
             merged = at.directory()
             if merged is None:
                 raise NotFound(f"no directory at {directory}")
@@ -815,7 +820,7 @@ class Coordinator:
     ) -> dict[str, Any]:
         """Metadata of the file or directory at `path`; for a file, per block, the peers
         holding a copy. Needs x on the directories above, nothing on the path itself."""
-        r = self._quorum(r, "r", self.settings.r)
+        r = self._permission_r(self._quorum(r, "r", self.settings.r), identity)
         found = await self.lookup(path, r, above=not identity.admin)
         if not found.is_file:
             merged = found.directory()
@@ -837,7 +842,7 @@ class Coordinator:
         manifest = resolved.manifest
         hashes = sorted({b.hash for b in manifest.blocks})
         holders = await self._holders(hashes) if hashes else {}
-        return {
+        stat = {
             "path": path,
             "type": FILE,
             "size": manifest.size,
@@ -852,6 +857,11 @@ class Coordinator:
                 for b in manifest.blocks
             ],
         }
+        if not allows(identity, manifest.attrs, READ):  # hashes tell content: they need r
+            del stat["blake3"]
+            for block in stat["blocks"]:
+                del block["hash"]
+        return stat
 
     async def _holders(self, hashes: list[str]) -> dict[str, list[str]]:
         """Block hash -> names of up peers that hold it (asking also marks them used)."""
@@ -872,6 +882,9 @@ class Coordinator:
         (a move or copy), so garbage collection spares them while the manifest moves between
         peers: the collector skips blocks used within its grace period."""
         await self._holders(sorted(set(hashes)))
+
+    def _permission_r(self, r: int, identity: Identity) -> int:
+        return permission_quorum(r, self.settings.r, identity.admin)
 
     def _quorum(self, given: int | None, name: str, default: int) -> int:
         if given is None:

@@ -69,6 +69,17 @@ class Unauthorized(ApiError):
     error = "unauthorized"
 
 
+class TooManyRequests(ApiError):
+    """This client address failed to authenticate too often; `retry_after` whole seconds."""
+
+    status = 429
+    error = "too_many_requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class Forbidden(ApiError):
     """The token is valid but the permission check failed."""
 

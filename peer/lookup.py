@@ -3,8 +3,9 @@ every directory above it, read together (one RPC per replica, see Coordinator.lo
 
 Pure functions over those siblings answer: is it a file, a directory or nothing; which
 ancestors are missing or are files; what attributes govern traversal and creation. An ancestor
-whose entry is missing (removed while something below it was being written) is skipped by the
-traversal check, so a file under a removed directory stays readable by its path.
+whose entry is missing where one must be (above a path that exists, or above an existing
+ancestor: removed while something below it was being written, or not on the replicas read)
+fails the traversal check closed for everyone but an admin: its permissions are unknown.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from peer.paths import ROOT
 from peer.quorum import live
 from storage.records import Sibling
 from storage.vclock import VectorClock
+
+
+def permission_quorum(requested: int, cluster_r: int, admin: bool) -> int:
+    """The R of a lookup whose attributes decide a permission check: at least the cluster's R
+    unless the caller is an admin, so a `?r=1` (or `?w=1`) never lets one stale replica's
+    owner, group or mode decide what a user may do."""
+    return requested if admin else max(requested, cluster_r)
 
 
 def decode_entries(key: str, siblings: Iterable[Sibling]) -> list[tuple[VectorClock, Entry]]:
@@ -89,16 +97,26 @@ class Lookup:
         """Ancestors with no directory entry, outermost first."""
         return [d for d, siblings in self.ancestors if directory_of(d, siblings) is None]
 
-    def traversed(self) -> list[tuple[str, Attrs]]:
-        """(directory, attributes) of the root and each existing ancestor, outermost first."""
-        found = [(ROOT, ROOT_ATTRS)]
+    def traversed(self) -> list[tuple[str, Attrs | None]]:
+        """(directory, attributes) of the root and each ancestor, outermost first. An ancestor
+        without a directory entry has None where one must be there (above an existing ancestor,
+        or above a path that exists); the missing ones below every existing ancestor of a path
+        not there yet are left out, as the operation creating the path creates them."""
+        found: list[tuple[str, Attrs | None]] = [(ROOT, ROOT_ATTRS)]
+        gaps: list[tuple[str, Attrs | None]] = []
         for directory, siblings in self.ancestors:
             merged = directory_of(directory, siblings)
-            if merged is not None:
+            if merged is None:
+                gaps.append((directory, None))
+            else:
+                found += gaps
+                gaps = []
                 found.append((directory, merged.attrs_from.attrs))
+        if self.is_file or self.directory() is not None:
+            found += gaps
         return found
 
     def container(self) -> tuple[str, Attrs]:
         """The nearest existing directory above `path` and its attributes: the parent when it
         exists (creating in it needs w there), else the ancestor under which parents are made."""
-        return self.traversed()[-1]
+        return [(d, attrs) for d, attrs in self.traversed() if attrs is not None][-1]

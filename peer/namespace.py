@@ -32,6 +32,7 @@ from peer.manifest import (
     Attrs,
     Entry,
     Manifest,
+    Merged,
     entry_key,
     entry_name,
     entry_prefix,
@@ -49,6 +50,7 @@ from peer.permissions import (
     new_attrs,
     require,
     require_remove,
+    require_replace,
     require_traverse,
 )
 from peer.quorum import context_of
@@ -140,9 +142,12 @@ class Namespace:
         return await self.c.scan_prefix(directory, entry_prefix(directory), self._r)
 
     async def _empty(self, directory: str, attrs: Attrs, identity: Identity) -> None:
-        """Remove everything below `directory` (which needs r, w and x), deepest first."""
+        """Remove everything below `directory` (which needs r, w and x), deepest first. Each
+        level checks the removal of every entry in it (the sticky bit) before removing any."""
         require(identity, attrs, READ | WRITE | EXECUTE, directory)
         files, dirs = _split(directory, await self._listing(directory))
+        for path, siblings in [*dirs, *files]:
+            require_remove(identity, directory, attrs, path, _listed_attrs(path, siblings))
         for sub, siblings in dirs:
             merged = directory_of(sub, siblings)
             assert merged is not None
@@ -215,25 +220,27 @@ class Namespace:
             self._check_remove(src, head.attrs, identity)
         if dst.directory() is not None and not dst.is_file:
             raise AlreadyExists(f"{dst.path} is a directory")
-        container_attrs = self._check_create(dst, identity)
-        if dst.is_file:
-            existing = _single_version(dst)
-            same = existing.blake3 == head.blake3 and existing.blocks == head.blocks
-            if not overwrite and not (move and same):  # same content: a move being re-run
-                raise AlreadyExists(f"{dst.path} exists (overwrite it with overwrite=true)")
-            require(identity, existing.attrs, WRITE, dst.path)
+        container, container_attrs = dst.container()
+        require(identity, container_attrs, WRITE | EXECUTE, container)
         now = self.c.now()
-        if move:
-            copied = replace(head, content_clock=None, attrs_clock=None, writer=self.c.name)
+        if dst.is_file:
+            existing = merge_versions(decode_manifests(dst.path, dst.manifest))
+            rerun = move and _same_content(existing, head)  # a move being run again
+            if not overwrite and not rerun:
+                raise AlreadyExists(f"{dst.path} exists (overwrite it with overwrite=true)")
+            if not rerun:
+                require_replace(
+                    identity, container, container_attrs, dst.path, existing.attrs_from.attrs
+                )
+            copied = _replacing(head, existing, head.mtime if move else now)
+        elif move:
+            copied = replace(head, content_clock=None, attrs_clock=None)
         else:
             attrs = new_attrs(identity, container_attrs, head.mode)
             copied = replace(
-                head.with_attrs(attrs),
-                mtime=now,
-                content_clock=None,
-                attrs_clock=None,
-                writer=self.c.name,
+                head.with_attrs(attrs), mtime=now, content_clock=None, attrs_clock=None
             )
+        copied = replace(copied, writer=self.c.name)
         await self.c.touch_blocks([b.hash for b in head.blocks])
         writes = self.c.file_writes(dst.path, self._next(dst.manifest), copied)
         if not dst.is_file:
@@ -257,30 +264,41 @@ class Namespace:
         attrs = source.attrs_from.attrs
         if move:
             self._check_remove(src, attrs, identity)
+            require(identity, attrs, WRITE | EXECUTE, src.path)  # its entries move out of it
         else:
             require(identity, attrs, READ | EXECUTE, src.path)
         if dst.is_file:
             raise AlreadyExists(f"a file is at {dst.path}")
+        target = dst.directory()
         resuming = move and _marker(dst) == src.path
-        if dst.directory() is not None and not (resuming or overwrite):
+        if target is not None and not (resuming or overwrite):
             raise AlreadyExists(f"{dst.path} exists (merge into it with overwrite=true)")
         container_attrs = self._check_create(dst, identity)
-        if not move:
-            attrs = new_attrs(identity, container_attrs, attrs.mode)
+        if target is not None and not resuming:
+            require(identity, target.attrs_from.attrs, WRITE | EXECUTE, dst.path)
         now = self.c.now()
         marker = src.path if move else None
         seen = [*dst.ancestors, (dst.path, dst.entry)]
-        parents = dst.missing()
         writes = self.c.directory_writes(
-            seen, parents, new_attrs(identity, container_attrs, DIRECTORY_MODE), now
+            seen, dst.missing(), new_attrs(identity, container_attrs, DIRECTORY_MODE), now
         )
-        writes += self.c.directory_writes(seen, [dst.path], attrs, now, moving_from=marker)
-        await self.c.write_records(writes, self._w, f"mkdir {dst.path}")
-        await self._transfer_tree(src.path, dst.path, move, identity)
+        if target is None:
+            made = attrs if move else new_attrs(identity, container_attrs, attrs.mode)
+            writes += self.c.directory_writes(seen, [dst.path], made, now, moving_from=marker)
+        elif move:  # merging into an existing directory keeps its owner, group and mode
+            entry = replace(target.attrs_from, moving_from=marker, attrs_clock=target.attrs_clock)
+            writes.append((parent(dst.path), [(entry_key(dst.path), self._sibling(dst, entry))]))
+        if writes:
+            await self.c.write_records(writes, self._w, f"mkdir {dst.path}")
+        await self._transfer_tree(src.path, attrs, dst.path, move, identity)
         if move:
             tombstone = (entry_key(src.path), Sibling(self._next(src.entry), None))
             await self.c.write_records([(parent(src.path), [tombstone])], self._w, "move")
             await self._clear_marker(dst.path)
+
+    def _sibling(self, found: Lookup, entry: Entry) -> Sibling:
+        """A new version of `found`'s directory entry."""
+        return Sibling(self._next(found.entry), entry.encode())
 
     async def _clear_marker(self, path: str) -> None:
         """Rewrite a moved directory's entry without its `moving_from` mark."""
@@ -289,17 +307,25 @@ class Namespace:
         if merged is None:
             return
         entry = replace(merged.attrs_from, moving_from=None)
-        record = (entry_key(path), Sibling(self._next(found.entry), entry.encode()))
+        record = (entry_key(path), self._sibling(found, entry))
         await self.c.write_records([(parent(path), [record])], self._w, f"move {path}")
 
     async def _transfer_tree(
         self,
         source: str,
+        source_attrs: Attrs,
         dest: str,
         move: bool,
         identity: Identity,
     ) -> None:
-        """Move or copy everything in directory `source` into the existing `dest`."""
+        """Move or copy everything in directory `source` into the existing `dest`.
+
+        Every entry checks its own permissions before anything of it is written: a move needs
+        to remove it from `source` (w and x there, the sticky rule), a copy needs r on it (and
+        x on a directory). An entry already at the destination is written into, never
+        rewritten: a directory keeps its attributes and needs w and x, a file keeps its
+        attributes and needs w and the sticky rule of `dest` (see `require_replace`).
+        """
         listing, existing = await _both(self._listing(source), self._listing(dest))
         files, dirs = _split(source, listing)
         dest_attrs = directory_attrs(await self.c.lookup(dest, self._r, above=False))
@@ -307,15 +333,24 @@ class Namespace:
             merged = directory_of(sub, siblings)
             assert merged is not None
             attrs = merged.attrs_from.attrs
-            if not move:
+            if move:
+                require_remove(identity, source, source_attrs, sub, attrs)
+                require(identity, attrs, WRITE | EXECUTE, sub)
+            else:
                 require(identity, attrs, READ | EXECUTE, sub)
-                attrs = new_attrs(identity, dest_attrs, attrs.mode)
             target = _join(dest, entry_name(entry_key(sub)))
             seen = existing.get(entry_key(target), [])
-            entry = Entry.directory(attrs, merged.attrs_from.mtime)
-            record = (entry_key(target), Sibling(self._next(seen), entry.encode()))
-            await self.c.write_records([(dest, [record])], self._w, f"mkdir {target}")
-            await self._transfer_tree(sub, target, move, identity)
+            there = directory_of(target, seen)
+            if there is None and decode_entries(target, seen):
+                raise AlreadyExists(f"a file is at {target}")
+            if there is None:
+                made = attrs if move else new_attrs(identity, dest_attrs, attrs.mode)
+                entry = Entry.directory(made, merged.attrs_from.mtime)
+                record = (entry_key(target), Sibling(self._next(seen), entry.encode()))
+                await self.c.write_records([(dest, [record])], self._w, f"mkdir {target}")
+            else:
+                require(identity, there.attrs_from.attrs, WRITE | EXECUTE, target)
+            await self._transfer_tree(sub, attrs, target, move, identity)
             if move:
                 tombstone = (entry_key(sub), Sibling(self._next(siblings), None))
                 await self.c.write_records([(source, [tombstone])], self._w, f"move {sub}")
@@ -339,7 +374,25 @@ class Namespace:
                     continue
                 ((_, head),) = merged.heads
                 head = head.with_attrs(merged.attrs_from.attrs)
-                copied = self._copied(head, move, identity, dest_attrs, now, target)
+                if move:
+                    require_remove(identity, source, source_attrs, path, head.attrs)
+                else:
+                    require(identity, head.attrs, READ, path)
+                there = decode_manifests(target, dests[index])
+                if there:
+                    replaced = merge_versions(there)
+                    if not (move and _same_content(replaced, head)):
+                        require_replace(
+                            identity, dest, dest_attrs, target, replaced.attrs_from.attrs
+                        )
+                    copied = _replacing(head, replaced, head.mtime if move else now)
+                elif move:
+                    copied = replace(head, content_clock=None, attrs_clock=None)
+                else:
+                    attrs = new_attrs(identity, dest_attrs, head.mode)
+                    copied = replace(
+                        head.with_attrs(attrs), mtime=now, content_clock=None, attrs_clock=None
+                    )
                 hashes += [b.hash for b in head.blocks]
                 writes += self.c.file_writes(target, self._next(dests[index]), copied)
                 moved.append(index)
@@ -357,16 +410,6 @@ class Namespace:
                     f"{', '.join(conflicted)} have concurrent versions and were left where they "
                     "are; resolve them and run the same request again"
                 )
-
-    @staticmethod
-    def _copied(
-        head: Manifest, move: bool, identity: Identity, dest_attrs: Attrs, now: float, path: str
-    ) -> Manifest:
-        if move:
-            return replace(head, content_clock=None, attrs_clock=None)
-        require(identity, head.attrs, READ, path)
-        attrs = new_attrs(identity, dest_attrs, head.mode)
-        return replace(head.with_attrs(attrs), mtime=now, content_clock=None, attrs_clock=None)
 
     # -- attributes ------------------------------------------------------------------------
 
@@ -425,6 +468,31 @@ def _single_version(found: Lookup) -> Manifest:
         )
     ((_, head),) = merged.heads
     return head.with_attrs(merged.attrs_from.attrs)
+
+
+def _same_content(existing: Merged[Manifest], head: Manifest) -> bool:
+    """Whether a file at the destination holds exactly `head`'s content (one version)."""
+    if len(existing.heads) != 1:
+        return False
+    ((_, there),) = existing.heads
+    return there.blake3 == head.blake3 and there.blocks == head.blocks
+
+
+def _replacing(head: Manifest, existing: Merged[Manifest], mtime: float) -> Manifest:
+    """`head`'s content written over the file `existing`: the replaced file keeps its owner,
+    group and mode (and their clock, so a concurrent chmod still wins over this write)."""
+    return replace(
+        head.with_attrs(existing.attrs_from.attrs),
+        mtime=mtime,
+        content_clock=None,
+        attrs_clock=existing.attrs_clock,
+    )
+
+
+def _listed_attrs(path: str, siblings: list[Sibling]) -> Attrs:
+    """The attributes of a listed entry (a directory's when a file shares its name)."""
+    merged = directory_of(path, siblings) or merge_versions(decode_entries(path, siblings))
+    return merged.attrs_from.attrs
 
 
 def _marker(found: Lookup) -> str | None:

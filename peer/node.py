@@ -36,7 +36,7 @@ from gossip.service import GossipService
 from gossip.updates import Addr
 from gossip.wire import MAX_DATAGRAM, Codec, WireError, load_cluster_key
 from peer.allocator import keep_buffers_in_heap
-from peer.api.auth import Authenticator
+from peer.api.auth import Authenticator, load_admin_token
 from peer.api.http import ApiResource, StreamingRequest
 from peer.cluster import ClusterView
 from peer.cluster_setup import ClusterDir
@@ -192,7 +192,7 @@ class Node(service.MultiService):
         self.requests: dict[tuple[str, int], int] = {}
         auth = None
         if config.admin_token_file is not None:
-            admin_token = config.admin_token_file.read_text().strip()
+            admin_token = load_admin_token(config.admin_token_file)
             auth = Authenticator(admin_token, self.coordinator, reactor.seconds)
         self.api = ApiResource(
             self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
@@ -457,6 +457,17 @@ class _NodeCollector:
         )
         yield CounterMetricFamily(
             "qfs_rpc_requests", "peer RPC requests served", value=node.rpc.counters.requests
+        )
+        auth = node.api.auth
+        yield CounterMetricFamily(
+            "qfs_auth_failures",
+            "requests whose token was refused",
+            value=auth.failures if auth else 0,
+        )
+        yield CounterMetricFamily(
+            "qfs_auth_rate_limited",
+            "requests refused unchecked: their address failed to authenticate too often",
+            value=auth.limited if auth else 0,
         )
         yield CounterMetricFamily(
             "qfs_read_repairs",

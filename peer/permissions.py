@@ -8,6 +8,9 @@ bits. Admins pass every check (the HDFS superuser). The rules (design.md):
 - write an existing file: w on it; create or remove an entry: w and x on its directory, and in
   a sticky directory (mode 1000) only the entry's owner or the directory's owner may remove or
   rename it;
+- a copy or move that replaces an existing destination (POSIX rename/copy): w on each file it
+  replaces, with the sticky rule against that file's directory, and w and x on each existing
+  directory it writes into; the replaced entry keeps its owner, group and mode;
 - change the mode: the owner or an admin; change the owner: an admin; change the group: an
   admin, or the owner to a group the owner belongs to;
 - a new entry's owner is the creating user and its group is its directory's (BSD rule).
@@ -86,9 +89,18 @@ def require(identity: Identity, attrs: Attrs, want: int, path: str) -> None:
         )
 
 
-def require_traverse(identity: Identity, ancestors: Iterable[tuple[str, Attrs]]) -> None:
-    """x on every (path, attrs) directory above the target, outermost first."""
+def require_traverse(identity: Identity, ancestors: Iterable[tuple[str, Attrs | None]]) -> None:
+    """x on every (path, attrs) directory above the target, outermost first. A directory whose
+    attributes are unknown (None: no entry was read for it) fails closed but for an admin."""
     for path, attrs in ancestors:
+        if attrs is None:
+            if not identity.admin:
+                raise Forbidden(
+                    f"{path} has no directory entry on the replicas read (removed, or not "
+                    "replicated there yet): its permissions are unknown, so only an admin may "
+                    "reach what is below it"
+                )
+            continue
         require(identity, attrs, EXECUTE, path)
 
 
@@ -97,6 +109,21 @@ def require_remove(
 ) -> None:
     """May `identity` remove (or rename away) `entry` from `directory`?"""
     require(identity, dir_attrs, WRITE | EXECUTE, directory)
+    _require_sticky(identity, directory, dir_attrs, entry, entry_attrs, "remove or rename")
+
+
+def require_replace(
+    identity: Identity, directory: str, dir_attrs: Attrs, entry: str, entry_attrs: Attrs
+) -> None:
+    """May `identity` replace the existing file `entry` of `directory` by a copy or a move?
+    w on the file, and in a sticky directory only its owner or the directory's owner."""
+    require(identity, entry_attrs, WRITE, entry)
+    _require_sticky(identity, directory, dir_attrs, entry, entry_attrs, "replace")
+
+
+def _require_sticky(
+    identity: Identity, directory: str, dir_attrs: Attrs, entry: str, entry_attrs: Attrs, verb: str
+) -> None:
     if (
         dir_attrs.mode & STICKY
         and not identity.admin
@@ -104,7 +131,7 @@ def require_remove(
     ):
         raise Forbidden(
             f"{directory} is sticky: only {entry_attrs.owner} or {dir_attrs.owner} "
-            f"may remove or rename {entry}"
+            f"may {verb} {entry}"
         )
 
 

@@ -13,7 +13,8 @@ Contract (run against every implementation by tests/unit/test_blocks.py):
 ``DiskBlockStore`` keeps ``root/ab/<64 hex>`` (git-style fan-out by the first byte). A put
 writes ``root/incoming/<temp>``, fsyncs it, renames it into place and fsyncs the fan-out
 directory, so a crash leaves either no block or the whole block under its final name; temp
-files left by a crash are wiped when the store opens. One process owns a root at a time
+files left by a crash are wiped when the store opens. The directories are 0700 (tightened
+when the store opens) and block files 0400. One process owns a root at a time
 (``storage.datadir.DataDir`` holds the lock). All methods are thread-safe. With fsync on,
 block contents are written with direct I/O where the file system allows it.
 """
@@ -40,6 +41,8 @@ from storage.fsutil import NO_SPACE, StorageFull, sync_dir
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _FANOUT = [f"{i:02x}" for i in range(256)]
+PRIVATE_DIR = 0o700  # blocks are file contents: no other local user reads them
+BLOCK_FILE = 0o400  # read-only, as content addressing never rewrites a block
 DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
 _staging = threading.local()
 # Read errors that say the stored copy itself is bad: an I/O error of the medium, a damaged
@@ -285,9 +288,11 @@ class DiskBlockStore(BlockStore):
         self._count: int | None = None  # counted lazily on the first stats() call
         self._bytes = 0
         created_root = not self.root.is_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
-        for name in (*_FANOUT, "incoming", "quarantine"):
-            (self.root / name).mkdir(exist_ok=True)
+        self.root.mkdir(PRIVATE_DIR, parents=True, exist_ok=True)
+        for name in ("", *_FANOUT, "incoming", "quarantine"):
+            directory = self.root / name
+            directory.mkdir(PRIVATE_DIR, exist_ok=True)
+            os.chmod(directory, PRIVATE_DIR)  # one made by an older version was 0755
         for leftover in os.scandir(self._incoming):
             os.unlink(leftover.path)
         self._sync_dir(self._incoming)
@@ -343,7 +348,7 @@ class DiskBlockStore(BlockStore):
     def _write_temp(self, hash: str, data: bytes) -> Path:
         """Write ``data`` to a fresh read-only file under incoming/ and make it durable."""
         temp = self._incoming / f"{hash}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOCK_FILE)
         try:
             self._write_contents(fd, memoryview(data).cast("B"))
             if self._fsync:

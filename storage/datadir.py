@@ -10,6 +10,9 @@ Layout::
 
 The lock is an ``fcntl.flock`` on an open file, so the kernel releases it when the owner dies,
 however it dies; a stale LOCK file never blocks a restart.
+
+The directory is 0700 and its files 0600 (the records hold every file's metadata and small
+files' contents): a directory or file left more open by an older version is tightened on open.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from storage.records import RecordStore
 
 _NODE_ID_RE = re.compile(r"[0-9a-f]{32}\n?")
 _SLOT = struct.Struct(">QI")  # mark, CRC-32 of the mark's 8 bytes
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 class DataDirLocked(RuntimeError):
@@ -45,7 +50,7 @@ class DataDir:
         """
         self.path = Path(path)
         created = not self.path.is_dir()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(PRIVATE_DIR, parents=True, exist_ok=True)
         if created and fsync:
             sync_dir(self.path.parent)
         self._lock_fd: int | None = _acquire_lock(self.path / "LOCK")
@@ -54,6 +59,7 @@ class DataDir:
             self.counter_mark = CounterMark(self.path / "counter_mark")
             self.blocks = DiskBlockStore(self.path / "blocks", fsync=fsync)
             self.records = RecordStore(self.path / "records.sqlite")
+            _tighten(self.path)  # last: every file of the directory exists by now
         except BaseException:
             self._release()
             raise
@@ -85,9 +91,18 @@ class DataDir:
         return f"DataDir({str(self.path)!r}, node_id={self.node_id!r})"
 
 
+def _tighten(path: Path) -> None:
+    """The directory 0700 and every file directly in it 0600, whatever made it more open (an
+    older version, the umask, a copy); the block folders are DiskBlockStore's."""
+    os.chmod(path, PRIVATE_DIR)
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+            os.chmod(entry.path, PRIVATE_FILE)
+
+
 def _acquire_lock(path: Path) -> int:
     """Take the exclusive non-blocking flock and record our pid; returns the open descriptor."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

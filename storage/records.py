@@ -17,6 +17,7 @@ lock, so reads see the last committed state without waiting behind a commit's fs
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,8 @@ import cbor2
 
 from storage.fsutil import StorageFull, sync_dir
 from storage.vclock import VectorClock
+
+PRIVATE_FILE = 0o600  # records are every file's metadata and small files' contents
 
 _PAGE = 256  # rows fetched per query when iterating, so the lock is never held across yields
 
@@ -76,6 +79,8 @@ class RecordStore:
         """Open or create the store; ValueError if the file is not a usable database."""
         self.path = Path(path)
         created = not self.path.exists()
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files that mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
         self._lock = threading.Lock()  # owns the connection
         self._queue_lock = threading.Lock()  # owns _queue
         self._queue: list[_Request] = []

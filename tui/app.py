@@ -19,7 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import WorkerState
 
-from peer.client.api_client import Client, QfsError
+from peer.client.api_client import Client, QfsError, printable
 from tui.connection import PROBE_TIMEOUT, Connection
 from tui.messages import ClusterSnapshot, ClusterUnreachable, PeerSwitched
 from tui.screens.help import HelpScreen
@@ -145,12 +145,13 @@ class QfsApp(App[int]):
         n = int((cluster.get("config") or {}).get("n") or 3)
         self.files.cluster_changed(states, n)
         alive = sum(state == "alive" for state in states.values())
-        self.sub_title = f"{cluster.get('self')} · {message.url}"
+        me, url = printable(cluster.get("self")), printable(message.url)
+        self.sub_title = f"{me} · {url}"
         self._show_status(
             Text.assemble(
                 ("● ", "green"),
-                (f"{cluster.get('self')}", "bold"),
-                f" {message.url}  ·  {alive}/{len(states)} peers alive",
+                (me, "bold"),
+                f" {url}  ·  {alive}/{len(states)} peers alive",
             )
         )
         if self._reachable is False:
@@ -164,7 +165,7 @@ class QfsApp(App[int]):
         self._show_status(
             Text.assemble(
                 ("✖ no live peer: ", "bold red"),
-                f"{message.error}  ·  retrying every {POLL_INTERVAL:g}s",
+                f"{printable(message.error)}  ·  retrying every {POLL_INTERVAL:g}s",
             )
         )
         if self._reachable is not False:
@@ -182,9 +183,27 @@ class QfsApp(App[int]):
         self.cluster_view.log_events(
             [f"failover: {message.old} unreachable, switched to {message.new}"]
         )
-        self.sub_title = message.new
+        self.sub_title = printable(message.new)
         self._poll_started = None  # poll the new peer now, not after the old one times out
         self.files.refresh_listing()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification, escaped: most carry a path or an error a peer sent."""
+        super().notify(
+            printable(message),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def _show_status(self, text: Text) -> None:
         self.status.update(text)

@@ -1,10 +1,21 @@
-"""The peer the TUI talks to, and failing over to another live peer when it stops answering."""
+"""The peer the TUI talks to, and failing over to another live peer when it stops answering.
+
+Failing over sends the bearer token to another address, so only to one the cluster vouches
+for: the address the client was pointed at, or the HTTP address of a member that the peer at
+that address reported, when that address also passes `vouched`: the same scheme (an https peer
+never hands over to http) and a host of the same kind (loopback only for loopback; an IP
+address of the same version and scope, private for private and public for public; a host name
+in the same domain as the one given). A member name or address injected into gossip can then
+neither draw the token to another machine nor to another program listening on this one.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from peer.client.api_client import Client, QfsError
 
@@ -26,20 +37,56 @@ class NoLivePeer(QfsError):
         self.tried = tried
 
 
+def _host_kind(host: str) -> tuple[object, ...]:
+    """What kind of host `host` is, for `vouched`: loopback, (ip, version, scope) or (name,
+    domain); ("refused",) for addresses no peer serves on (unspecified, multicast)."""
+    if host.lower() == "localhost":
+        return ("loopback",)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        name = host.lower().rstrip(".")
+        return ("name", name.partition(".")[2] or name)
+    if ip.is_loopback:
+        return ("loopback",)
+    if ip.is_unspecified or ip.is_multicast:
+        return ("refused",)
+    return ("ip", ip.version, "private" if ip.is_private else "public")
+
+
+def vouched(origin: str, candidate: str) -> bool:
+    """Whether a client pointed at `origin` may send its token to `candidate`, an HTTP address
+    the peer at `origin` reported for a member (see the module docstring)."""
+    try:
+        given, other = urlsplit(origin), urlsplit(candidate)
+        hosts = given.hostname, other.hostname
+        _ = other.port  # raises for a port that is no number
+    except ValueError:  # what a peer reports may be anything
+        return False
+    if other.scheme != given.scheme or other.username or other.password or not all(hosts):
+        return False
+    kind = _host_kind(str(hosts[0]))
+    return kind != ("refused",) and _host_kind(str(hosts[1])) == kind
+
+
 class Connection:
     """Runs client operations against the current peer, switching peers on transport failure.
 
     A QfsError whose ``status`` is None (unreachable, timeout, connection lost) means this peer
     may be gone: the peers of the last member list are probed (alive first, then suspect, then
     the rest) and the first that answers /healthz becomes current, then the operation is run
-    once more there. HTTP errors (a status) are answers, never a reason to switch. Safe to use
-    from several worker threads at once.
+    once more there. HTTP errors (a status) are answers, never a reason to switch. Only
+    addresses the cluster vouches for are candidates (the module docstring). Safe to use from
+    several worker threads at once.
     """
 
     def __init__(self, client: Client, on_switch: Callable[[str, str], None] | None = None) -> None:
         self._client = client
         self._lock = threading.Lock()
         self._members: list[dict[str, Any]] = []
+        self._origin = client.base_url
+        self._vouched = {self._origin}
+        """The addresses the token may go to: the given one and those its peer reported."""
         self.on_switch = on_switch
         """Called with (old URL, new URL) from the worker thread that switched."""
 
@@ -78,6 +125,9 @@ class Connection:
         url, snapshot = self.call(lambda c: (c.base_url, c.cluster()))
         if url == self.base_url:
             self._members = list(snapshot.get("members") or [])
+        if url == self._origin:
+            reported = {_http_of(m) for m in snapshot.get("members") or []}
+            self._vouched = {self._origin} | {u for u in reported if vouched(self._origin, u)}
         return url, snapshot
 
     def fail_over(self, failed: Client) -> Client:
@@ -98,10 +148,14 @@ class Connection:
             raise NoLivePeer(failed.base_url, tried)
 
     def _candidates(self, failed_url: str) -> list[str]:
+        """Vouched addresses to try: the last member list's, alive first, then the rest."""
         ranked = sorted(self._members, key=lambda m: _STATE_ORDER.get(m.get("state", ""), 2))
         urls: list[str] = []
-        for member in ranked:
-            url = str(member.get("http") or "").rstrip("/")
-            if url and url != failed_url and url not in urls:
+        for url in [*(_http_of(m) for m in ranked), *sorted(self._vouched)]:
+            if url in self._vouched and url != failed_url and url not in urls:
                 urls.append(url)
         return urls
+
+
+def _http_of(member: dict[str, Any]) -> str:
+    return str(member.get("http") or "").rstrip("/")

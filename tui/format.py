@@ -1,4 +1,6 @@
-"""Pure formatting and counting helpers shared by the widgets: sizes, times, replica health."""
+"""Pure formatting and counting helpers shared by the widgets: sizes, times, replica health,
+and `shown`: the one way a string a peer sent (a name, a path, an address, an error) reaches the
+screen, with control characters escaped and never read as markup."""
 
 from __future__ import annotations
 
@@ -7,8 +9,25 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from rich.text import Text
+
+from peer.client.api_client import printable
+
 STATE_STYLES = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "bright_black"}
 """Colour of each membership state, wherever a peer's name or state is shown."""
+
+
+def shown(value: object, style: str = "") -> Text:
+    """A string from a peer as display text: control and bidi characters escaped (see
+    `printable`), markup such as ``[@click=...]`` shown as typed, not interpreted."""
+    return Text(printable(value), style=style)
+
+
+def printable_lines(text: str) -> str:
+    """Many lines of text (a file's first bytes) with `printable`'s escapes, tabs kept."""
+    return "\n".join(
+        "\t".join(printable(part) for part in line.split("\t")) for line in text.split("\n")
+    )
 
 
 def human_size(size: int | None) -> str:

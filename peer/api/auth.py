@@ -12,22 +12,30 @@ invalidates every user token. Digests are compared in constant time.
 Revocation writes a tombstone through the coordinator's quorum (W replicas). Each peer caches a
 token's record for at most CACHE_SECONDS, then reads it again with quorum R (R + W > N sees the
 tombstone), so a revoked token is refused everywhere within CACHE_SECONDS plus one read.
+
+The admin token file must be private to its owner (as ssh wants of a private key) and the token
+at least MIN_ADMIN_TOKEN characters. Failed authentications are rate-limited per client address
+(`FailureLimiter`): past a burst, that address gets 429 with Retry-After, whatever token it sends,
+so guessing costs a second per guess.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
+import os
 import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import blake3
 import cbor2
 
 from peer.coordinator import Coordinator
-from peer.errors import BadRequest, NotFound, Unauthorized
+from peer.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from peer.permissions import ADMIN_IDENTITY, Identity, check_name
 from peer.quorum import context_of, live
 from storage.records import Sibling
@@ -37,6 +45,10 @@ CACHE_SECONDS = 2.0
 CACHE_LIMIT = 10_000
 MAX_HEADER = 1024
 MAX_GROUPS = 32
+MIN_ADMIN_TOKEN = 16
+FAILURE_BURST = 20  # failed authentications a client address may make at once
+FAILURE_REFILL = 1.0  # seconds to earn one more
+LIMITED_CLIENTS = 10_000  # addresses remembered; the least recently failing one goes first
 HASH_CONTEXT = "quorumfs 2026-11 user token hash"
 _BEARER = re.compile(r"Bearer +([!-~]{1,512})", re.IGNORECASE)
 _USER_TOKEN = re.compile(r"qfs_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -61,6 +73,59 @@ def bearer_token(header: bytes | None) -> str:
     if match is None:
         raise Unauthorized("malformed Authorization header: expected 'Bearer TOKEN'")
     return match.group(1)
+
+
+def load_admin_token(path: Path) -> str:
+    """The admin token in `path`; ValueError when group or others may read or write the file
+    (anyone who reads it is the admin) or when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise ValueError(
+                    f"admin token file {path}: permissions {mode:04o} are too open: it must not "
+                    f"be readable or writable by group or others (chmod 600 {path})"
+                )
+            raw = f.read(MAX_HEADER + 1)
+    except OSError as e:
+        raise ValueError(f"admin token file {path}: {e.strerror}") from None
+    return raw.decode("ascii", "replace").strip()
+
+
+class FailureLimiter:
+    """A token bucket per client address for failed authentications: each failure takes one
+    of `burst`, one comes back every `refill` seconds; an address with none left waits."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        burst: int = FAILURE_BURST,
+        refill: float = FAILURE_REFILL,
+        limit: int = LIMITED_CLIENTS,
+    ) -> None:
+        self._clock = clock
+        self._burst = burst
+        self._refill = refill
+        self._limit = limit
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (left, when)
+
+    def _left(self, client: str, now: float) -> float:
+        left, when = self._buckets.get(client, (self._burst, now))
+        return min(self._burst, left + (now - when) / self._refill)
+
+    def retry_after(self, client: str) -> int | None:
+        """Whole seconds until `client` may try again; None when it may now."""
+        left = self._left(client, self._clock())
+        return None if left >= 1 else max(1, math.ceil((1 - left) * self._refill))
+
+    def failed(self, client: str) -> None:
+        """Count one failed authentication of `client`."""
+        now = self._clock()
+        left = self._left(client, now) - 1
+        self._buckets.pop(client, None)
+        self._buckets[client] = (left, now)
+        while len(self._buckets) > self._limit:
+            del self._buckets[next(iter(self._buckets))]
 
 
 @dataclass(frozen=True)
@@ -103,22 +168,46 @@ class Authenticator:
     def __init__(
         self, admin_token: str, coordinator: Coordinator, clock: Callable[[], float]
     ) -> None:
-        if not admin_token or not _BEARER.fullmatch("Bearer " + admin_token):
+        if len(admin_token) < MIN_ADMIN_TOKEN or not _BEARER.fullmatch("Bearer " + admin_token):
             raise ValueError(
-                "admin token file: the token must be 1-512 printable ASCII characters "
-                "without spaces"
+                f"admin token file: the token must be {MIN_ADMIN_TOKEN}-512 printable ASCII "
+                f"characters without spaces (it has {len(admin_token)}); make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
             )
         self._admin = admin_token.encode()
         self._key = blake3.blake3(self._admin, derive_key_context=HASH_CONTEXT).digest()
         self.c = coordinator
         self._clock = clock
         self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
+        self.limiter = FailureLimiter(clock)
+        self.failures = 0
+        """Requests whose token was refused (401)."""
+        self.limited = 0
+        """Requests refused unchecked because their address failed too often (429)."""
 
     def _digest(self, secret: str) -> bytes:
         return blake3.blake3(secret.encode(), key=self._key).digest()
 
-    async def identify(self, header: bytes | None) -> Identity:
-        """The identity of a request's Authorization header; Unauthorized when it has none."""
+    async def identify(self, header: bytes | None, client: str = "") -> Identity:
+        """The identity of a request's Authorization header; Unauthorized when it has none,
+        TooManyRequests when the `client` address failed too often to be listened to."""
+        if header is None:
+            bearer_token(header)  # Unauthorized, and no guess was made: nothing to count
+        wait = self.limiter.retry_after(client)
+        if wait is not None:
+            self.limited += 1
+            raise TooManyRequests(
+                f"too many failed authentications from {client}: try again in {wait} s",
+                retry_after=wait,
+            )
+        try:
+            return await self._identify(header)
+        except Unauthorized:
+            self.failures += 1
+            self.limiter.failed(client)
+            raise
+
+    async def _identify(self, header: bytes | None) -> Identity:
         token = bearer_token(header)
         if hmac.compare_digest(token.encode(), self._admin):
             return ADMIN_IDENTITY

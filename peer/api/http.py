@@ -30,6 +30,7 @@ from peer.errors import (
     InsufficientStorage,
     MethodNotAllowed,
     NotFound,
+    TooManyRequests,
 )
 from peer.namespace import Namespace
 from peer.paths import PathError, normalize
@@ -162,7 +163,9 @@ class ApiResource(resource.Resource):
                 raise NotFound(f"no route {request.path.decode('latin-1')!r}")
             identity = ADMIN_IDENTITY
             if self.auth is not None and prefix not in OPEN_ROUTES:
-                identity = await self.auth.identify(request.getHeader(b"authorization"))
+                identity = await self.auth.identify(
+                    request.getHeader(b"authorization"), request.getClientAddress().host
+                )
             try:
                 result = await route(request, rest, identity)
             except StorageFull as e:  # this peer's own disk, e.g. reserving version counters
@@ -174,6 +177,8 @@ class ApiResource(resource.Resource):
         except ApiError as e:
             if e.status == 401:
                 request.setHeader("www-authenticate", 'Bearer realm="quorumfs"')
+            if isinstance(e, TooManyRequests):
+                request.setHeader("retry-after", str(e.retry_after))
             await _send_json(request, e.status, e.to_json())
         except BodyLost as e:
             log.info("%s %s abandoned: %s", request.method.decode(), request.path.decode(), e)

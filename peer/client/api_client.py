@@ -83,6 +83,24 @@ class FileInfo:
     mode: int | None
 
 
+def printable(value: object) -> str:
+    """`value` as text that is safe to print on a terminal: every character that is not
+    printable (ESC, CR, BEL, the C1 controls, bidi overrides such as U+202E, line separators)
+    is shown as a ``\\x1b`` / ``\\u202e`` escape, so a name a peer sends can neither move the
+    cursor, recolour, retitle or clear the terminal nor disguise itself as another name."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def normalize_path(path: str) -> str:
     """The canonical form of a remote path: ``a/b``, ``/a/b`` and ``/a//b/`` all give ``/a/b``.
 

@@ -10,6 +10,11 @@ local file could not be read or written; 2 usage error (bad arguments, bad confi
 3 no valid answer from the peer (unreachable, timeout, connection lost, corrupt data);
 130 interrupted. Failures print one line on stderr, ``qfs: error: ...``; only a conflict adds
 the siblings and how to resolve them.
+
+Everything a peer sends is printed through `printable`: a member name, a file name or an error
+detail carrying terminal escape sequences shows them as ``\x1b`` escapes (``--json`` output is
+JSON, whose strings escape them anyway). The token comes from ``QFS_TOKEN`` or ``--token-file``;
+``--token`` works but warns, as every local user sees a command line in ``ps``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from peer.client.api_client import (
     QfsError,
     format_mode,
     normalize_path,
+    printable,
 )
 from peer.client.progress import transfer_progress, tree_progress
 
@@ -65,7 +71,7 @@ class _UsageError(Exception):
 
 def fail(message: str) -> None:
     """Print the one-line error every failed command ends with."""
-    print(f"qfs: error: {message}", file=sys.stderr)
+    print(f"qfs: error: {printable(message)}", file=sys.stderr)
 
 
 # Argument types: raising ArgumentTypeError makes argparse report a usage error.
@@ -116,6 +122,7 @@ def _table(
     indent: str = "",
 ) -> None:
     """Rows under a header as aligned columns; columns in ``right`` are right-aligned."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = [
@@ -126,12 +133,12 @@ def _table(
 
 
 def _text(value: Any) -> str:
-    """A JSON value for a table cell: ``-`` for missing, lists joined with commas."""
+    """A JSON value for a table cell: ``-`` for missing, lists joined with commas, escaped."""
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value)
+        return printable(",".join(str(v) for v in value)) or "-"
+    return printable(value)
 
 
 def _time(value: Any) -> str:
@@ -173,7 +180,7 @@ def _cmd_put(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        path, size, version = (result.get(k) for k in ("path", "size", "version"))
+        path, size, version = (_text(result.get(k)) for k in ("path", "size", "version"))
         print(f"{path}: {size} bytes, version {version}")
     return EXIT_OK
 
@@ -229,7 +236,7 @@ def _cmd_ls(client: Client, args: argparse.Namespace) -> int:
     names = [str(e.get("name", "?")) + ("/" if e.get("type") == "dir" else "") for e in entries]
     if not args.long:
         for name in names:
-            print(name)
+            print(printable(name))
         return EXIT_OK
     rows = [
         [
@@ -260,7 +267,7 @@ def _cmd_stat(client: Client, args: argparse.Namespace) -> int:
     for key, value in info.items():
         if key == "blocks":
             continue
-        print(f"{key + ':':10} {_time(value) if key == 'mtime' else _text(value)}")
+        print(f"{printable(key) + ':':10} {_time(value) if key == 'mtime' else _text(value)}")
     blocks = info.get("blocks") or []
     if blocks:
         print(f"{'blocks:':10} {len(blocks)}")
@@ -341,9 +348,10 @@ def _cmd_token_create(client: Client, args: argparse.Namespace) -> int:
         _print_json(result)
         return EXIT_OK
     # The secret alone on stdout, so that `export QFS_TOKEN=$(qfs token create bob)` works.
-    print(result["token"])
+    print(printable(result["token"]))
     print(
-        f"qfs: token {result.get('id')} for {result.get('user')}: it is shown only this once",
+        f"qfs: token {_text(result.get('id'))} for {_text(result.get('user'))}: "
+        "it is shown only this once",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -377,8 +385,8 @@ def _cmd_whoami(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(me)
         return EXIT_OK
-    groups = ", ".join(me.get("groups") or []) or "none"
-    print(f"{me.get('user')} (groups: {groups}{'; admin' if me.get('admin') else ''})")
+    groups = printable(", ".join(str(g) for g in me.get("groups") or [])) or "none"
+    print(f"{_text(me.get('user'))} (groups: {groups}{'; admin' if me.get('admin') else ''})")
     return EXIT_OK
 
 
@@ -418,7 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"peer to talk to (default: $QFS_PEER, else {DEFAULT_PEER})",
     )
     common.add_argument(
-        "--token", default=argparse.SUPPRESS, help="bearer token (default: $QFS_TOKEN)"
+        "--token",
+        default=argparse.SUPPRESS,
+        help="bearer token: shows in ps to every local user, prefer $QFS_TOKEN or --token-file",
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="file holding the bearer token, private to you (chmod 600)",
     )
     common.add_argument(
         "--ca",
@@ -555,12 +571,13 @@ def _main(argv: list[str], programs: Programs | None) -> int:
         return _run_demo(args)
     try:
         file = _client_config()
-    except ValueError as exc:
+        token = _token(args)
+    except (ValueError, _UsageError) as exc:
         fail(str(exc))
         return EXIT_USAGE
     args.peer = getattr(args, "peer", None) or os.environ.get("QFS_PEER") or file.get("peer")
     args.peer = args.peer or DEFAULT_PEER
-    args.token = getattr(args, "token", None) or os.environ.get("QFS_TOKEN") or file.get("token")
+    args.token = token or file.get("token")
     args.ca = getattr(args, "ca", None) or os.environ.get("QFS_CA") or file.get("ca")
     try:
         client = Client(args.peer, args.token or None, ca=args.ca)
@@ -616,10 +633,45 @@ def _client_config() -> dict[str, str]:
     if "token-file" in document:
         token_file = folder / document["token-file"]
         try:
-            settings["token"] = token_file.read_text().strip()
-        except OSError as exc:
-            raise ValueError(f"client config {path}: {token_file}: {exc.strerror}") from None
+            settings["token"] = read_token_file(str(token_file))
+        except _UsageError as exc:
+            raise ValueError(f"client config {path}: {exc}") from None
     return {k: v for k, v in settings.items() if v}
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token: --token (with a warning), else --token-file, else $QFS_TOKEN."""
+    given = getattr(args, "token", None)
+    if given:
+        print(
+            "qfs: warning: a token given with --token shows in ps to every local user; "
+            "use QFS_TOKEN or --token-file FILE",
+            file=sys.stderr,
+        )
+        return given
+    path = getattr(args, "token_file", None)
+    if path is not None:
+        return read_token_file(path)
+    return os.environ.get("QFS_TOKEN") or None
+
+
+def read_token_file(path: str) -> str:
+    """The token in `path`, refused (as ssh refuses a private key) when group or others may
+    read or write the file: whoever reads it is that user."""
+    try:
+        with open(path, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            if mode & 0o077:
+                raise _UsageError(
+                    f"token file {path}: permissions {mode:04o} are too open: it must not be "
+                    f"readable or writable by group or others (chmod 600 {path})"
+                )
+            token = f.read(1024).decode("ascii", "replace").strip()
+    except OSError as exc:
+        raise _UsageError(f"token file {path}: {exc.strerror}") from None
+    if not token:
+        raise _UsageError(f"token file {path} is empty")
+    return token
 
 
 def _hint(exc: QfsError, args: argparse.Namespace) -> str:
@@ -628,7 +680,7 @@ def _hint(exc: QfsError, args: argparse.Namespace) -> str:
     if exc.status is None:
         return " (is a peer running there? choose one with --peer URL or QFS_PEER)"
     if exc.status == 401 and not args.token:
-        return " (give a token with --token or QFS_TOKEN)"
+        return " (give a token with QFS_TOKEN or --token-file FILE)"
     return ""
 
 
@@ -639,5 +691,6 @@ def _report_conflict(exc: Conflict) -> None:
         [_text(s.get("version")), _text(s.get("size")), _time(s.get("mtime"))] for s in exc.siblings
     ]
     _table(["VERSION", "SIZE", "MTIME"], rows, right={1}, file=sys.stderr, indent="  ")
-    print(f"read one:  qfs get --version VERSION {exc.path} LOCAL", file=sys.stderr)
-    print(f"resolve:   qfs put --version {exc.version} LOCAL {exc.path}", file=sys.stderr)
+    path, version = printable(exc.path), printable(exc.version)
+    print(f"read one:  qfs get --version VERSION {path} LOCAL", file=sys.stderr)
+    print(f"resolve:   qfs put --version {version} LOCAL {path}", file=sys.stderr)

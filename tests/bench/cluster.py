@@ -187,6 +187,7 @@ def token_figures(open_cluster: LocalCluster, root: Path, small: int) -> dict[st
     admin = secrets.token_urlsafe(24)
     token_file = root / "admin.token"
     token_file.write_text(admin)
+    token_file.chmod(0o600)  # a token file others may read is refused
     cluster = LocalCluster(
         root / "auth-cluster", 3, extra=["--admin-token-file", str(token_file)], token=admin
     )

@@ -58,6 +58,7 @@ def run(
         cluster_key = random.Random(f"{seed}:key").randbytes(32).hex().encode()
         root.mkdir(parents=True, exist_ok=True)
         (root / "cluster.key").write_bytes(cluster_key)
+        (root / "cluster.key").chmod(0o600)  # a key others may read is refused
         extra += ["--cluster-key-file", str(root / "cluster.key")]
     started = time.monotonic()
     cluster = start_cluster(root, scenario.peers, extra)

@@ -30,6 +30,7 @@ FILES = {f"/hostile/keep/{i}": os.urandom(size) for i, size in enumerate([0, 100
 def keyed(tmp_path: Path) -> Iterator[tuple[LocalCluster, bytes]]:
     key = os.urandom(32).hex().encode()
     (tmp_path / "cluster.key").write_bytes(key)
+    (tmp_path / "cluster.key").chmod(0o600)  # a key others may read is refused
     extra = ["--cluster-key-file", str(tmp_path / "cluster.key")]
     with running_cluster(tmp_path, 3, extra) as cluster:
         with cluster.client("p1") as client:

@@ -30,6 +30,7 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("auth")
     token_file = root / "admin.token"
     token_file.write_text(ADMIN + "\n")
+    token_file.chmod(0o600)  # a token file others may read is refused
     extra = ["--admin-token-file", str(token_file)]
     with running_cluster(root, 3, extra=extra, token=ADMIN) as running:
         yield running

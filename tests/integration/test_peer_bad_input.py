@@ -30,6 +30,7 @@ def keyed(tmp_path_factory) -> Iterator[LocalCluster]:
     root = tmp_path_factory.mktemp("keyed")
     key = root / "cluster.key"
     key.write_bytes(os.urandom(32).hex().encode())
+    key.chmod(0o600)  # a key others may read is refused
     with running_cluster(root, 3, extra=["--cluster-key-file", str(key)]) as cluster:
         with cluster.client("p1") as client:
             for path, data in FILES.items():
@@ -150,6 +151,7 @@ def test_garbage_on_the_rpc_port_and_gossip_port_changes_nothing(keyed) -> None:
 def test_a_peer_with_another_cluster_key_cannot_join_or_write(keyed, tmp_path: Path) -> None:
     other_key = tmp_path / "other.key"
     other_key.write_bytes(b"a different secret of enough length")
+    other_key.chmod(0o600)
     port, http = free_port(), free_port()
     argv = launcher.peer_argv(
         "intruder",

@@ -180,3 +180,24 @@ async def test_repair_panel_and_attribute_columns() -> None:
 
         world.repair = None  # a peer that does not report repair activity
         await wait_until(pilot, lambda: "not reported by this peer" in screen_text(app))
+
+
+async def test_names_from_peers_are_shown_escaped_never_interpreted() -> None:
+    world = sample_world()
+    world.members[2]["name"] = "p3\x1b]0;owned\x07[@click=app.quit]q[/]"
+    world.members[2]["http"] = "http://127.0.0.1:8003\x1b[2J"
+    world.add_file("/e\x1b[2J[b]x", b"hello\x1b[31m red\n")
+    app = make_app(world)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(pilot, app)
+        files(app).move_cursor(row=files(app).get_row_index("e\x1b[2J[b]x"))
+        await pilot.pause(0.3)
+        listing = screen_text(app)
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        cluster = screen_text(app)
+    assert "e\\x1b[2J[b]x" in listing  # table and preview head, brackets as sent
+    assert "hello\\x1b[31m red" in listing  # the preview of the content
+    assert "p3\\x1b]0;owned\\x07[@click=app.quit]q[/]" in cluster  # table and event log
+    assert "http://127.0.0.1:8003\\x1b[2J" in cluster
+    assert "\x1b" not in listing + cluster and "\x07" not in cluster

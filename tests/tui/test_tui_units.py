@@ -12,10 +12,10 @@ import pytest
 from fake_client import FakeClient, sample_world
 
 from peer.client.api_client import QfsError
-from tui.connection import Connection, NoLivePeer
+from tui.connection import Connection, NoLivePeer, vouched
 from tui.format import healthy_holders, human_size
 from tui.membership import member_events
-from tui.screens.dialogs import LocalPathSuggester
+from tui.screens.dialogs import LocalPathSuggester, PromptScreen
 from tui.transfer import upload_plan
 from tui.widgets.breadcrumbs import ancestors
 from tui.widgets.cluster_view import repair_summary
@@ -162,3 +162,60 @@ def test_repair_summary() -> None:
     text = repair_summary({"under_replicated": 3, "last_round_s": 75.0, "bytes_moved": 2048})
     assert "under-replicated 3" in text.plain and "last 1m ago" in text.plain
     assert "moved 2.0 KiB" in text.plain and "pass ? at block ?" in text.plain  # partial object
+
+
+@pytest.mark.parametrize(
+    ("candidate", "expected"),
+    [
+        ("http://127.0.0.1:8002", True),
+        ("http://[::1]:8002", True),
+        ("http://localhost:8002", True),
+        ("https://127.0.0.1:8002", False),  # another scheme
+        ("http://10.0.0.5:8002", False),  # loopback hands over to loopback only
+        ("http://8.8.8.8:8002", False),
+        ("http://evil.example:8002", False),
+        ("http://user:pw@127.0.0.1:8002", False),
+        ("", False),
+        ("http://127.0.0.1:8003\x1b[2J", False),  # not a URL
+        ("http://127.0.0.1:80x", False),
+    ],
+)
+def test_a_loopback_peer_vouches_for_loopback_addresses_only(
+    candidate: str, expected: bool
+) -> None:
+    assert vouched("http://127.0.0.1:8001", candidate) is expected
+
+
+def test_remote_peers_vouch_for_addresses_of_their_own_kind() -> None:
+    assert vouched("https://10.1.2.3:8001", "https://10.9.9.9:8001")
+    assert not vouched("https://10.1.2.3:8001", "http://10.9.9.9:8001")  # never a downgrade
+    assert not vouched("https://10.1.2.3:8001", "https://127.0.0.1:8001")  # a local listener
+    assert not vouched("https://10.1.2.3:8001", "https://8.8.8.8:8001")  # public
+    assert not vouched("https://10.1.2.3:8001", "https://[fd00::1]:8001")  # another IP version
+    assert vouched("https://8.8.4.4:8001", "https://1.1.1.1:8001")
+    assert vouched("https://p1.qfs.example:8001", "https://p2.qfs.example:8001")
+    assert not vouched("https://p1.qfs.example:8001", "https://p2.elsewhere.example:8001")
+    assert not vouched("http://0.0.0.0:8001", "http://0.0.0.0:8002")
+
+
+def test_failover_sends_the_token_only_where_the_given_peer_vouches() -> None:
+    world = sample_world()
+    world.members[1]["http"] = "http://8.8.8.8:8002"  # a hostile member's address
+    switches: list[tuple[str, str]] = []
+    connection = Connection(FakeClient(world), on_switch=lambda a, b: switches.append((a, b)))
+    connection.cluster()
+    world.down.add("http://127.0.0.1:8001")
+    assert connection.call(lambda c: c.ls("/"))
+    assert switches == [("http://127.0.0.1:8001", "http://127.0.0.1:8003")]  # p2 never tried
+    # What a peer failed over to reports vouches for nothing: p3 now lists an outside address.
+    world.members[0]["http"] = "http://127.0.0.1:8009"
+    connection.cluster()
+    world.down.add("http://127.0.0.1:8003")
+    with pytest.raises(NoLivePeer) as caught:
+        connection.call(lambda c: c.ls("/"))
+    assert caught.value.tried == ["http://127.0.0.1:8001"]  # the given peer; 8009 never
+
+
+def test_a_prompt_never_proposes_a_value_with_control_characters() -> None:
+    assert PromptScreen("Move /a to", "/a b/ünï").value == "/a b/ünï"
+    assert PromptScreen("Move /e\x1b[2J to", "/e\x1b[2J").value == ""

@@ -19,9 +19,9 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-from peer.client.api_client import Client, Conflict, QfsError
+from peer.client.api_client import Client, Conflict, QfsError, printable
 from tui.connection import Connection
-from tui.format import human_size, local_time
+from tui.format import human_size, local_time, printable_lines, shown
 from tui.messages import ActionDone
 from tui.reads import conflict_of, read_head
 from tui.widgets.preview import looks_binary
@@ -50,12 +50,12 @@ def sibling_card(index: int, sibling: dict[str, Any], head: bytes) -> Text:
     ]
     for key, value in rows:
         text.append(f"{key:>10}  ", style="dim")
-        text.append(value + "\n")
+        text.append(printable(value) + "\n")
     text.append("\n")
     if looks_binary(head):
         text.append(f"(binary, starts {head[:16].hex()})", style="dim")
     else:
-        text.append(head.decode("utf-8", errors="replace"))
+        text.append(printable_lines(head.decode("utf-8", errors="replace")))
     return text
 
 
@@ -83,7 +83,7 @@ class ConflictScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(f"Concurrent versions of {self.path}", classes="dialog-title")
+            yield Label(shown(f"Concurrent versions of {self.path}"), classes="dialog-title")
             yield Static("reading the versions…", id="conflict-status")
             yield Horizontal(id="siblings")
             yield Label(
@@ -114,7 +114,7 @@ class ConflictScreen(ModalScreen[bool]):
     def on_siblings_loaded(self, message: SiblingsLoaded) -> None:
         status = self.query_one("#conflict-status", Static)
         if message.error is not None:
-            status.update(Text(f"cannot read the versions: {message.error}", style="red"))
+            status.update(shown(f"cannot read the versions: {message.error}", style="red"))
             return
         self.conflict = message.conflict
         if message.conflict is None:
@@ -161,5 +161,5 @@ class ConflictScreen(ModalScreen[bool]):
             self.dismiss(True)
         else:
             self.query_one("#conflict-status", Static).update(
-                Text(f"{message.summary} failed: {message.error}", style="red")
+                shown(f"{message.summary} failed: {message.error}", style="red")
             )

@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label
 
+from tui.format import shown
+
 
 class LocalPathSuggester(Suggester):
     """Completes a local path with the first matching name in its directory (``~`` works)."""
@@ -55,7 +57,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(shown(self.question), classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
@@ -73,7 +75,9 @@ class ConfirmScreen(ModalScreen[bool]):
 class PromptScreen(ModalScreen[str | None]):
     """Asks for one line (a path); dismisses with it, or None when cancelled.
 
-    ``local`` turns on completion of local paths (Tab or → takes it).
+    ``local`` turns on completion of local paths (Tab or → takes it). A proposed ``value``
+    with characters that are not printable (a name a peer sent) is not proposed: the input
+    line would show it raw.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
@@ -81,12 +85,12 @@ class PromptScreen(ModalScreen[str | None]):
     def __init__(self, title: str, value: str = "", *, local: bool = False) -> None:
         super().__init__()
         self.title_text = title
-        self.value = value
+        self.value = value if value.isprintable() else ""
         self.local = local
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(shown(self.title_text), classes="dialog-title")
             yield PathInput(
                 self.value,
                 suggester=LocalPathSuggester() if self.local else None,

@@ -14,9 +14,9 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from peer.client.api_client import QfsError
+from peer.client.api_client import QfsError, printable
 from tui.connection import Connection
-from tui.format import STATE_STYLES, health_style, healthy_holders, human_size
+from tui.format import STATE_STYLES, health_style, healthy_holders, human_size, shown
 
 
 @dataclass
@@ -36,9 +36,9 @@ def peer_names(names: list[str], states: dict[str, str]) -> Text:
         state = states.get(name, "unknown")
         if i:
             text.append("  ")
-        text.append(name, style=STATE_STYLES.get(state, "magenta"))
+        text.append(printable(name), style=STATE_STYLES.get(state, "magenta"))
         if state != "alive":
-            text.append(f" ({state})", style=STATE_STYLES.get(state, "magenta"))
+            text.append(f" ({printable(state)})", style=STATE_STYLES.get(state, "magenta"))
     return text
 
 
@@ -46,8 +46,8 @@ def placement_summary(stat: dict[str, Any], states: dict[str, str], n: int) -> T
     """Size, hash, manifest replicas and the overall health line."""
     healthy = healthy_holders(stat, states)
     text = Text.assemble(
-        (f"{stat.get('path', '')}", "bold"),
-        f"  {human_size(stat.get('size'))}  ·  blake3 {str(stat.get('blake3', ''))[:16]}\n",
+        (printable(stat.get("path", "")), "bold"),
+        f"  {human_size(stat.get('size'))}  ·  blake3 {printable(stat.get('blake3', '-'))[:16]}\n",
         "manifest replicas: ",
         peer_names(list(stat.get("replicas") or []), states),
         "\nfull copies on live peers: ",
@@ -74,7 +74,7 @@ class PlacementScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(f"Where are the bytes of {self.path}?", classes="dialog-title")
+            yield Label(shown(f"Where are the bytes of {self.path}?"), classes="dialog-title")
             yield Static("asking the peers…", id="placement-summary")
             yield DataTable(id="blocks", cursor_type="row", zebra_stripes=True)
             yield Label("r refreshes, Esc closes", classes="dialog-hint")
@@ -99,7 +99,7 @@ class PlacementScreen(ModalScreen[None]):
     def on_placement_loaded(self, message: PlacementLoaded) -> None:
         summary = self.query_one("#placement-summary", Static)
         if message.stat is None:
-            summary.update(Text(f"cannot stat {self.path}: {message.error}", style="red"))
+            summary.update(shown(f"cannot stat {self.path}: {message.error}", style="red"))
             return
         summary.update(placement_summary(message.stat, message.states, message.n))
         table = self.query_one("#blocks", DataTable)
@@ -109,7 +109,7 @@ class PlacementScreen(ModalScreen[None]):
             live = sum(message.states.get(h) == "alive" for h in holders)
             table.add_row(
                 str(index),
-                str(block.get("hash", ""))[:20] + "…",
+                shown(str(block.get("hash", "-"))[:20] + "…"),
                 human_size(block.get("size")),
                 Text.assemble(
                     (f"{live}/{message.n}  ", health_style(live, message.n)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widgets import Static
 
+from peer.client.api_client import printable
 from tui.messages import OpenDirectory
 
 
@@ -31,7 +32,9 @@ class Breadcrumbs(Static):
         self._crumbs = ancestors(path)
         parts = []
         for index, (label, _) in enumerate(self._crumbs):
-            parts.append(Content.from_markup(f"[@click=go({index})]$label[/]", label=label))
+            parts.append(
+                Content.from_markup(f"[@click=go({index})]$label[/]", label=printable(label))
+            )
         self.update(Content(" ▸ ").join(parts))
 
     def action_go(self, index: int) -> None:

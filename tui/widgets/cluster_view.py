@@ -12,7 +12,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, RichLog, Static
 
-from tui.format import STATE_STYLES, ago, clock_time, human_size
+from peer.client.api_client import printable
+from tui.format import STATE_STYLES, ago, clock_time, human_size, shown
 from tui.membership import member_events
 
 COLUMNS = ("", "Name", "State", "Incarnation", "Gossip/RPC", "HTTP", "Last heard")
@@ -56,7 +57,7 @@ def repair_summary(repair: dict[str, Any] | None) -> Text:
         f"{_count(repair.get('gc_tombstones_purged'))} tombstones removed",
     )
     if skip := repair.get("gc_last_skip"):
-        text.append(f" (last skipped: {skip})", style="yellow")
+        text.append(f" (last skipped: {printable(skip)})", style="yellow")
     return text
 
 
@@ -97,21 +98,25 @@ class ClusterView(Vertical):
             marker = Text("▶", style="bold") if member.get("name") == me else ""
             table.add_row(
                 marker,
-                Text(member.get("name", "?"), style="bold" if marker else ""),
-                Text(state, style=STATE_STYLES.get(state, "")),
-                str(member.get("incarnation", "")),
-                member.get("addr", ""),
-                member.get("http", ""),
+                shown(member.get("name", "?"), style="bold" if marker else ""),
+                shown(state, style=STATE_STYLES.get(state, "")),
+                shown(member.get("incarnation", "")),
+                shown(member.get("addr", "")),
+                shown(member.get("http", "")),
                 ago(member.get("last_heard_s")),
             )
         if table.row_count:
             table.move_cursor(row=min(row, table.row_count - 1), animate=False)
         config = cluster.get("config") or {}
         alive = sum(m.get("state") == "alive" for m in members)
-        summary = (
-            f"talking to [b]{me}[/b] at {url}  ·  {alive}/{len(members)} alive  ·  "
-            f"N={config.get('n', '?')} R={config.get('r', '?')} W={config.get('w', '?')}  ·  "
-            f"block {human_size(config.get('block_size'))}"
+        summary = Text.assemble(
+            "talking to ",
+            (printable(me), "bold"),
+            f" at {printable(url)}  ·  {alive}/{len(members)} alive  ·  ",
+            printable(
+                f"N={config.get('n', '?')} R={config.get('r', '?')} W={config.get('w', '?')}"
+            ),
+            f"  ·  block {human_size(config.get('block_size'))}",
         )
         self.summary.update(summary)
         self.repair.update(repair_summary(cluster.get("repair")))
@@ -122,8 +127,10 @@ class ClusterView(Vertical):
         """Append lines to the event log, each stamped with the time."""
         stamp = clock_time(self._clock())
         for line in lines:
-            self.events.write(Text.assemble((stamp + "  ", "dim"), line))
+            self.events.write(Text.assemble((stamp + "  ", "dim"), printable(line)))
 
     def show_unreachable(self, error: str) -> None:
         """No peer answered: say so above the (stale) table."""
-        self.summary.update(Text(f"no live peer: {error}; retrying every second", style="bold red"))
+        self.summary.update(
+            shown(f"no live peer: {error}; retrying every second", style="bold red")
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from tui.format import shown
 from tui.messages import OpenDirectory, TreeExpanded
 
 
@@ -76,7 +77,7 @@ class DirTree(Tree[str]):
             expanded = {p for p, child in current.items() if child.is_expanded}
             node.remove_children()
             for name, sub in zip(sorted(names), wanted, strict=True):
-                added = node.add(name, data=sub)
+                added = node.add(shown(name), data=sub)
                 if sub in expanded:
                     added.expand()
         self._continue_reveal()

@@ -8,7 +8,8 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
-from tui.format import health_style, human_size, local_time
+from peer.client.api_client import printable
+from tui.format import health_style, human_size, local_time, shown
 from tui.messages import EntryHighlighted, HealthWanted, OpenDirectory
 from tui.widgets.dir_tree import child_path
 
@@ -42,7 +43,7 @@ def attr_cells(entry: dict[str, Any]) -> list[Text]:
     cells = []
     for key in ("mode", "owner", "group"):
         value = entry.get(key)
-        cells.append(Text(str(value)) if value not in (None, "") else Text("-", style="dim"))
+        cells.append(shown(value) if value not in (None, "") else Text("-", style="dim"))
     return cells
 
 
@@ -153,11 +154,11 @@ class FileTable(DataTable[Any]):
     def _cells(self, entry: dict[str, Any]) -> list[Text | str]:
         is_dir = entry.get("type") == "dir"
         if is_dir:
-            name = Text.assemble(("▸ ", "blue"), (entry["name"] + "/", "bold blue"))
+            name = Text.assemble(("▸ ", "blue"), (printable(entry["name"]) + "/", "bold blue"))
         elif entry.get("conflict"):
-            name = Text.assemble(("⚠ ", "bold yellow"), entry["name"])
+            name = Text.assemble(("⚠ ", "bold yellow"), printable(entry["name"]))
         else:
-            name = Text("  " + entry["name"])
+            name = Text("  " + printable(entry["name"]))
         size = Text("" if is_dir else human_size(entry.get("size")), justify="right")
         health = "" if is_dir else self._health_cell(self.path_of(entry))
         return [name, size, local_time(entry.get("mtime")), health, *attr_cells(entry)]

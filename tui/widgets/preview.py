@@ -11,7 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.format import human_size, local_time
+from peer.client.api_client import printable
+from tui.format import human_size, local_time, printable_lines, shown
 
 PREVIEW_LIMIT = 64 * 1024  # bytes of a file fetched for its preview
 HEX_BYTES = 256  # bytes of a binary file shown as hex
@@ -61,7 +62,7 @@ def render_preview(name: str, data: bytes, size: int, columns: int = 80) -> Rend
     if looks_binary(data):
         head = Text(f"binary, {human_size(size)}", style="bold")
         return Group(head, Text(""), hex_dump(data[:HEX_BYTES], hex_width(columns)))
-    code = data.decode("utf-8", errors="replace")
+    code = printable_lines(data.decode("utf-8", errors="replace"))
     lexer = Syntax.guess_lexer(name, code)
     syntax = Syntax(code, lexer, line_numbers=True, word_wrap=False, theme="ansi_dark")
     return Group(note, syntax) if truncated else syntax
@@ -69,14 +70,14 @@ def render_preview(name: str, data: bytes, size: int, columns: int = 80) -> Rend
 
 def render_summary(path: str, entry: dict[str, Any]) -> Text:
     """The header of the pane: path, size, time, mode, owner and group of the selected entry."""
-    text = Text(path, style="bold")
+    text = shown(path, style="bold")
     if entry.get("type") == "dir":
         text.append("\ndirectory", style="dim")
     else:
         text.append(f"\n{human_size(entry.get('size'))}  ·  {local_time(entry.get('mtime'))}")
     if any(entry.get(key) for key in ("mode", "owner", "group")):
         owner = f"{entry.get('owner') or '-'}:{entry.get('group') or '-'}"
-        text.append(f"\n{entry.get('mode') or '-'}  {owner}", style="dim")
+        text.append("\n" + printable(f"{entry.get('mode') or '-'}  {owner}"), style="dim")
     if entry.get("conflict"):
         text.append("\n⚠ concurrent versions: press c to resolve", style="bold yellow")
     return text
@@ -110,7 +111,7 @@ class Preview(VerticalScroll):
 
     def show_error(self, message: str) -> None:
         """Say why there is nothing to show."""
-        self.body.update(Text(message, style="red"))
+        self.body.update(shown(message, style="red"))
 
     def clear(self) -> None:
         """Nothing selected."""

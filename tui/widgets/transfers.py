@@ -6,6 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar
 
+from tui.format import shown
+
 
 class TransferRow(Horizontal):
     """One transfer: what moves, and how far it got."""
@@ -13,7 +15,7 @@ class TransferRow(Horizontal):
     def __init__(self, label: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.text = label
-        self.label = Label(label, classes="transfer-label")
+        self.label = Label(shown(label), classes="transfer-label")
         self.bar = ProgressBar(total=None, show_eta=True)
 
     def compose(self) -> ComposeResult:
@@ -24,7 +26,7 @@ class TransferRow(Horizontal):
         """Move the bar; once every byte is sent, say that the peers are still storing them."""
         self.bar.update(total=total, progress=done)
         if total is not None and done >= total:
-            self.label.update(f"{self.text} · waiting for the replicas")
+            self.label.update(shown(f"{self.text} · waiting for the replicas"))
 
 
 class TransfersPanel(Vertical):

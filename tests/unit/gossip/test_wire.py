@@ -190,6 +190,10 @@ def test_field_checks_types_and_names_the_problem() -> None:
 def test_cluster_key_file(tmp_path) -> None:
     path = tmp_path / "key"
     path.write_bytes(b"  " + KEY + b"\n")
+    path.chmod(0o640)
+    with pytest.raises(WireError, match=r"permissions 0640 are too open.*chmod 600"):
+        load_cluster_key(path)
+    path.chmod(0o600)
     assert load_cluster_key(path) == KEY
     path.write_bytes(b"short")
     with pytest.raises(WireError, match="at least 16 bytes"):

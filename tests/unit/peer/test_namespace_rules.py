@@ -19,6 +19,7 @@ from peer.permissions import (
     new_attrs,
     parse_mode,
     require_remove,
+    require_replace,
     require_traverse,
 )
 from storage.vclock import VectorClock
@@ -62,6 +63,19 @@ def test_removal_needs_w_and_x_on_the_directory_and_respects_the_sticky_bit() ->
     with pytest.raises(Forbidden, match="sticky"):
         require_remove(BOB, "/", sticky, "/f", mine)
     require_remove(ADMIN_IDENTITY, "/", sticky, "/f", mine)
+
+
+def test_replacing_a_file_needs_w_on_it_and_the_sticky_rule_not_w_on_the_directory() -> None:
+    shared = Attrs("alice", "staff", 0o666)
+    closed_dir = Attrs("alice", "staff", 0o755)
+    require_replace(EVE, "/d", closed_dir, "/d/f", shared)  # like cp onto a writable file
+    with pytest.raises(Forbidden, match="write"):
+        require_replace(EVE, "/d", closed_dir, "/d/f", Attrs("alice", "staff", 0o644))
+    sticky = Attrs("root", "staff", 0o1777)
+    with pytest.raises(Forbidden, match=r"sticky.*replace"):
+        require_replace(EVE, "/tmp", sticky, "/tmp/f", shared)
+    require_replace(ALICE, "/tmp", sticky, "/tmp/f", shared)
+    require_replace(ADMIN_IDENTITY, "/tmp", sticky, "/tmp/f", Attrs("alice", "staff", 0))
 
 
 def test_who_changes_mode_owner_and_group() -> None:

@@ -264,3 +264,110 @@ def test_put_over_a_file_keeps_owner_and_group(cluster) -> None:
     assert run(c.resolve("/shared", None, None, BOB)).manifest.size == 1
     put(c, "/blob", b"x", mode=0o640)
     assert run(c.stat("/blob"))["mode"] == "0640"
+
+
+def attrs_of(coordinator: Coordinator, path: str) -> tuple[str, str, str]:
+    stat = run(coordinator.stat(path))
+    return stat["owner"], stat["group"], stat["mode"]
+
+
+def home_of_alice(c: Coordinator) -> None:
+    """/alice (alice's, 0700) with notes.txt, and bob's /bobdir holding a notes.txt too."""
+    ns = Namespace(c)
+    run(ns.mkdir("/alice", identity=ALICE))
+    run(ns.set_attrs("/alice", mode=0o700, identity=ALICE))
+    put(c, "/alice/notes.txt", b"alice's notes", identity=ALICE)
+    run(ns.mkdir("/bobdir", identity=BOB))
+    put(c, "/bobdir/notes.txt", b"bob overwrote this", identity=BOB)
+
+
+@pytest.mark.parametrize("move", [False, True])
+def test_copy_or_move_over_another_users_directory_is_refused_and_changes_nothing(
+    cluster, move: bool
+) -> None:
+    _network, coordinators = cluster(3)
+    c = coordinators["n0"]
+    home_of_alice(c)
+    with pytest.raises(Forbidden, match="/alice"):
+        run(Namespace(c).transfer("/bobdir", "/alice", move=move, overwrite=True, identity=BOB))
+    assert attrs_of(c, "/alice") == ("alice", "admin", "0700")
+    assert get(c, "/alice/notes.txt") == b"alice's notes"
+    assert get(c, "/bobdir/notes.txt") == b"bob overwrote this"
+
+
+def test_overwriting_files_keeps_their_attributes_and_needs_w_and_the_sticky_rule(
+    cluster,
+) -> None:
+    _network, coordinators = cluster(3)
+    c = coordinators["n0"]
+    ns = Namespace(c)
+    run(ns.mkdir("/pub", identity=ALICE))
+    run(ns.set_attrs("/pub", mode=0o777, identity=ALICE))
+    put(c, "/pub/shared", b"alice", mode=0o666, identity=ALICE)
+    put(c, "/pub/readonly", b"alice", mode=0o644, identity=ALICE)
+    put(c, "/top-shared", b"alice", mode=0o666, identity=ALICE)  # in the sticky root
+    put(c, "/bobfile", b"bob", identity=BOB)
+    run(ns.transfer("/bobfile", "/pub/shared", move=False, overwrite=True, identity=BOB))
+    assert get(c, "/pub/shared") == b"bob"
+    assert attrs_of(c, "/pub/shared") == ("alice", "admin", "0666")
+    with pytest.raises(Forbidden, match="write"):
+        run(ns.transfer("/bobfile", "/pub/readonly", move=False, overwrite=True, identity=BOB))
+    with pytest.raises(Forbidden, match="sticky"):
+        run(ns.transfer("/bobfile", "/top-shared", move=True, overwrite=True, identity=BOB))
+    assert get(c, "/top-shared") == b"alice" and get(c, "/bobfile") == b"bob"
+    # A directory merged into keeps its attributes; the files in it are written into.
+    run(ns.mkdir("/bobdir", identity=BOB))
+    put(c, "/bobdir/shared", b"bob again", mode=0o600, identity=BOB)
+    put(c, "/bobdir/new", b"new", identity=BOB)
+    run(ns.transfer("/bobdir", "/pub", move=True, overwrite=True, identity=BOB))
+    assert attrs_of(c, "/pub") == ("alice", "admin", "0777")
+    assert attrs_of(c, "/pub/shared") == ("alice", "admin", "0666")
+    assert get(c, "/pub/shared") == b"bob again"
+    assert attrs_of(c, "/pub/new")[0] == "bob"
+
+
+def test_merging_into_a_subdirectory_needs_w_and_x_on_it(cluster) -> None:
+    _network, coordinators = cluster(3)
+    c = coordinators["n0"]
+    ns = Namespace(c)
+    run(ns.mkdir("/pub/private", parents=True, identity=ALICE))
+    run(ns.set_attrs("/pub", mode=0o777, identity=ALICE))
+    run(ns.set_attrs("/pub/private", mode=0o755, identity=ALICE))
+    put(c, "/pub/private/diary", b"alice", mode=0o666, identity=ALICE)
+    put(c, "/bobdir/private/diary", b"bob", identity=BOB)
+    with pytest.raises(Forbidden, match="/pub/private"):
+        run(ns.transfer("/bobdir", "/pub", move=False, overwrite=True, identity=BOB))
+    assert get(c, "/pub/private/diary") == b"alice"
+    assert attrs_of(c, "/pub/private") == ("alice", "admin", "0755")
+
+
+def test_a_move_takes_nothing_out_of_a_subdirectory_the_caller_may_not_change(cluster) -> None:
+    _network, coordinators = cluster(3)
+    c = coordinators["n0"]
+    ns = Namespace(c)
+    run(ns.mkdir("/bobdir", identity=BOB))
+    run(ns.set_attrs("/bobdir", mode=0o777, identity=BOB))
+    run(ns.mkdir("/bobdir/a", identity=ALICE))
+    run(ns.set_attrs("/bobdir/a", mode=0o755, identity=ALICE))
+    put(c, "/bobdir/a/f", b"alice", identity=ALICE)
+    with pytest.raises(Forbidden, match="/bobdir/a"):
+        run(ns.transfer("/bobdir", "/elsewhere", move=True, identity=BOB))
+    assert get(c, "/bobdir/a/f") == b"alice"
+
+
+def test_recursive_rmdir_applies_the_sticky_bit_at_every_level(cluster) -> None:
+    _network, coordinators = cluster(3)
+    c = coordinators["n0"]
+    ns = Namespace(c)
+    run(ns.mkdir("/top", identity=BOB))
+    run(ns.set_attrs("/top", mode=0o777, identity=BOB))
+    run(ns.mkdir("/top/drop", identity=ALICE))
+    run(ns.set_attrs("/top/drop", mode=0o1777, identity=ALICE))
+    put(c, "/top/drop/a.txt", b"alice", identity=ALICE)
+    put(c, "/top/drop/b.txt", b"bob", identity=BOB)
+    with pytest.raises(Forbidden, match="sticky"):
+        run(ns.rmdir("/top", recursive=True, identity=BOB))
+    assert get(c, "/top/drop/a.txt") == b"alice"
+    assert get(c, "/top/drop/b.txt") == b"bob"  # checked before anything was removed
+    run(ns.rmdir("/top", recursive=True))  # the admin
+    assert names(c, "/") == []

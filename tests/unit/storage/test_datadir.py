@@ -151,3 +151,45 @@ def test_the_counter_mark_is_written_in_place(tmp_path: Path) -> None:
         data.counter_mark.store(7)
         assert (tmp_path / "counter_mark").stat().st_ino == inode
         assert not (tmp_path / "counter_mark.tmp").exists()
+
+def modes(root: Path) -> dict[str, int]:
+    """Permission bits of everything under `root` (and of `root` as "."), by relative path."""
+    found = {".": root.stat().st_mode & 0o7777}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root))] = path.stat().st_mode & 0o7777
+    return found
+
+
+@pytest.fixture
+def open_umask():
+    """A umask of 0, so only the modes the code asks for count."""
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def test_no_other_local_user_can_read_anything_of_the_data_directory(
+    tmp_path: Path, open_umask
+) -> None:
+    path = tmp_path / "data"
+    with DataDir(path, fsync=False) as data:
+        block = data.blocks.put(b"a file's contents")
+        data.records.put("k", Sibling(VectorClock({"a": 1}), b"metadata"))
+        found = modes(path)
+    assert found[f"blocks/{block[:2]}/{block}"] == 0o400
+    for name in (".", "blocks", "blocks/00", "blocks/incoming", "blocks/quarantine"):
+        assert found[name] == 0o700, name
+    for name in ("node_id", "LOCK", "records.sqlite", "records.sqlite-wal"):
+        assert found[name] == 0o600, name
+    assert not [name for name, mode in found.items() if mode & 0o077], found
+
+
+def test_a_data_directory_left_readable_is_tightened_on_open(tmp_path: Path, open_umask) -> None:
+    path = tmp_path / "data"
+    with DataDir(path, fsync=False):
+        pass
+    for name in modes(path):
+        os.chmod(path / name, 0o755 if (path / name).is_dir() else 0o644)  # as older versions
+    with DataDir(path, fsync=False):
+        found = modes(path)
+    assert not [name for name, mode in found.items() if mode & 0o077], found

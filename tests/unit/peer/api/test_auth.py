@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from peer.api.auth import CACHE_SECONDS, Authenticator, bearer_token
-from peer.errors import BadRequest, NotFound, Unauthorized
+from peer.api.auth import (
+    CACHE_SECONDS,
+    FAILURE_BURST,
+    Authenticator,
+    FailureLimiter,
+    bearer_token,
+    load_admin_token,
+)
+from peer.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from peer.permissions import ADMIN_IDENTITY, Identity
 from tests.unit.peer.test_coordinator_sim import cluster, run
 
@@ -102,6 +109,56 @@ def test_bad_token_requests_are_refused(cluster, body) -> None:
 
 def test_an_unusable_admin_token_refuses_to_start(cluster) -> None:
     _network, coordinators = cluster(1, n=1, r=1, w=1)
-    for bad in ["", "has space", "x" * 600]:
+    for bad in ["", "has space", "x" * 600, "fifteen-chars-x"]:
         with pytest.raises(ValueError, match="admin token"):
             Authenticator(bad, coordinators["n0"], Clock())
+
+
+def test_an_admin_token_file_others_may_read_is_refused(tmp_path) -> None:
+    path = tmp_path / "admin.token"
+    path.write_text(ADMIN + "\n")
+    for mode in (0o644, 0o640, 0o602):
+        path.chmod(mode)
+        with pytest.raises(ValueError, match=rf"permissions {mode:04o} are too open.*chmod 600"):
+            load_admin_token(path)
+    path.chmod(0o600)
+    assert load_admin_token(path) == ADMIN
+    with pytest.raises(ValueError, match="No such file"):
+        load_admin_token(tmp_path / "missing")
+
+
+def test_failures_drain_a_bucket_per_address_that_refills_with_time() -> None:
+    clock = Clock()
+    limiter = FailureLimiter(clock, burst=3, refill=2.0, limit=2)
+    for _ in range(3):
+        assert limiter.retry_after("10.0.0.1") is None
+        limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == 2
+    assert limiter.retry_after("10.0.0.2") is None  # another address is not held back
+    clock.now += 1.5
+    assert limiter.retry_after("10.0.0.1") == 1
+    clock.now += 0.5
+    assert limiter.retry_after("10.0.0.1") is None  # one failure earned back, not more
+    limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == 2
+    limiter.failed("10.0.0.2")
+    limiter.failed("10.0.0.3")  # past `limit` addresses: the least recently failing goes
+    assert limiter.retry_after("10.0.0.1") is None
+
+
+def test_an_address_that_failed_too_often_gets_429_even_with_the_right_token(cluster) -> None:
+    _network, coordinators = cluster(1, n=1, r=1, w=1)
+    clock = Clock()
+    auth = Authenticator(ADMIN, coordinators["n0"], clock)
+    for _ in range(FAILURE_BURST):
+        with pytest.raises(Unauthorized):
+            run(auth.identify(b"Bearer wrong-guess", "10.0.0.1"))
+    with pytest.raises(TooManyRequests) as limited:
+        run(auth.identify(f"Bearer {ADMIN}".encode(), "10.0.0.1"))
+    assert limited.value.retry_after == 1 and limited.value.to_json()["retry_after"] == 1
+    assert run(auth.identify(f"Bearer {ADMIN}".encode(), "10.0.0.2")) == ADMIN_IDENTITY
+    with pytest.raises(Unauthorized, match="missing"):  # no guess: answered, not counted
+        run(auth.identify(None, "10.0.0.1"))
+    assert (auth.failures, auth.limited) == (FAILURE_BURST, 1)
+    clock.now += 1.0
+    assert run(auth.identify(f"Bearer {ADMIN}".encode(), "10.0.0.1")) == ADMIN_IDENTITY

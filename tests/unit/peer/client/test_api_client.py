@@ -18,6 +18,7 @@ from peer.client.api_client import (
     QfsError,
     format_mode,
     normalize_path,
+    printable,
 )
 from tests.unit.peer.client.fake_peer import FakePeer, StoredFile
 
@@ -465,3 +466,18 @@ def test_a_bad_ca_file_is_refused_naming_it(tmp_path) -> None:
     bad.write_text("not a certificate")
     with pytest.raises(ValueError, match="bad CA file"):
         Client("https://127.0.0.1:8001", ca=str(bad))
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain name-1.txt", "plain name-1.txt"),
+        ("ünïcødé 名前", "ünïcødé 名前"),
+        ("\x1b[2J\x07\r\n\t\x00", "\\x1b[2J\\x07\\x0d\\x0a\\x09\\x00"),
+        ("del\x7f c1\x9b", "del\\x7f c1\\x9b"),
+        ("bidi\u202etxt.exe \u2028", "bidi\\u202etxt.exe \\u2028"),
+        ("tag\U000e0041", "tag\\U000e0041"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_would_act_on(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(shown) == shown  # escaping twice changes nothing

@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from peer.client import cli
-from peer.client.api_client import Client
+from peer.client.api_client import Client, printable
 from peer.client.progress import transfer_progress
 from peer.main import PROGRAMS
 from peer.main import main as qfs_main
+from tests.unit.peer.client import fake_peer
 from tests.unit.peer.client.fake_peer import FakePeer, StoredFile
 
 Run = Callable[..., int]
@@ -338,7 +339,7 @@ def test_unauthorized_without_token_gives_a_hint(qfs: Run, peer: FakePeer, capsy
     assert qfs("ls") == 1
     assert error_lines(capsys) == [
         "qfs: error: 401 unauthorized: missing or unknown token"
-        " (give a token with --token or QFS_TOKEN)"
+        " (give a token with QFS_TOKEN or --token-file FILE)"
     ]
     assert qfs("ls", "--token", "right") == 0
 
@@ -502,6 +503,7 @@ def test_the_client_config_file_gives_peer_ca_and_token_and_flags_win(
     folder = tmp_path / "data" / "cluster"
     folder.mkdir(parents=True)
     (folder / "admin.token").write_text("tok\n")
+    (folder / "admin.token").chmod(0o600)  # as qfs cluster init writes it
     (folder / "client.toml").write_text(
         'peer = "http://127.0.0.1:8009"\nca = "ca.crt"\ntoken-file = "admin.token"\n'
     )
@@ -516,3 +518,53 @@ def test_the_client_config_file_gives_peer_ca_and_token_and_flags_win(
     assert clients[-1] == ("http://127.0.0.1:8010", "t2", "/other/ca.crt")
     monkeypatch.setenv("QFS_CONFIG", str(tmp_path / "missing.toml"))
     assert cli.main(["ls"]) == 2
+
+
+def test_a_token_comes_from_a_private_file_and_a_flag_token_warns(
+    qfs: Run, clients: list[Client], tmp_path: Path, capsys
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token\n")
+    token_file.chmod(0o600)
+    assert qfs("members", "--token-file", token_file) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert qfs("members", "--token", "flag-token") == 0
+    assert "shows in ps" in capsys.readouterr().err
+    assert [c.token for c in clients] == ["file-token", "flag-token"]
+    token_file.chmod(0o640)
+    assert qfs("members", "--token-file", token_file) == 2
+    assert error_lines(capsys) == [
+        f"qfs: error: token file {token_file}: permissions 0640 are too open: it must not be "
+        f"readable or writable by group or others (chmod 600 {token_file})"
+    ]
+    assert len(clients) == 2  # refused before any request
+
+
+HOSTILE = "evil\x1b]0;owned\x07\x1b[2J\r\u202eexe.txt"
+ESCAPED = "evil\\x1b]0;owned\\x07\\x1b[2J\\x0d\\u202eexe.txt"
+
+
+def test_names_and_addresses_from_the_peer_are_printed_escaped(
+    qfs: Run, peer: FakePeer, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    hostile = {
+        "name": HOSTILE,
+        "id": "id3",
+        "state": "alive\x1b[31m",
+        "incarnation": 1,
+        "addr": "127.0.0.1:7003\x1b[1A",
+        "http": "http://127.0.0.1:8003\x9b2J",
+    }
+    monkeypatch.setattr(fake_peer, "MEMBERS", [*fake_peer.MEMBERS, hostile])
+    peer.files["/docs/" + HOSTILE] = StoredFile(b"x", 0o644, "v1")
+    peer.dirs.add("/docs")
+    assert qfs("members") == 0
+    assert qfs("ls", "-l", "/docs") == 0
+    assert qfs("ls", "/docs") == 0
+    out = capsys.readouterr().out
+    assert ESCAPED in out
+    assert "\\x1b[31m" in out and "\\x1b[1A" in out and "\\x9b2J" in out
+    assert not any(ch in out for ch in "\x1b\x07\r\x9b\u202e")
+    assert qfs("members", "--json") == 0
+    assert "\x1b" not in capsys.readouterr().out  # JSON escapes them itself
+    assert printable("plain name, ünïcode ok") == "plain name, ünïcode ok"
