@@ -28,9 +28,10 @@ from gossip.service import GossipService
 from gossip.wire import Codec, WireError, load_cluster_key
 from peer.allocator import keep_buffers_in_heap
 from peer.api.auth import Authenticator
-from peer.api.http import ApiResource, StreamingRequest
+from peer.api.http import ApiChannel, ApiResource, StreamingRequest
 from peer.cluster import ClusterView
 from peer.config import PeerConfig
+from peer.connections import ConnectionLimit
 from peer.coordinator import Coordinator, QuorumSettings
 from peer.record_writer import RecordWriter
 from peer.repair.antientropy import AntiEntropy
@@ -149,7 +150,13 @@ class Node(service.MultiService):
             **self.anti_entropy.handlers(),
             **self.collector.handlers(),
         }
-        self.rpc = RpcServerFactory(self.codec, handlers, self.gossip.handle_stream_message)
+        self.rpc = RpcServerFactory(
+            self.codec,
+            handlers,
+            self.gossip.handle_stream_message,
+            clock=reactor,
+            idle_timeout=config.idle_timeout,
+        )
         self.requests: dict[tuple[str, int], int] = {}
         auth = None
         if config.admin_token_file is not None:
@@ -158,10 +165,17 @@ class Node(service.MultiService):
         self.api = ApiResource(
             self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
         )
-        self.site = _ApiSite(self.api, requestFactory=StreamingRequest)
+        self.site = _ApiSite(
+            self.api, requestFactory=StreamingRequest, reactor=reactor, timeout=config.idle_timeout
+        )
+        self.site.header_timeout = config.idle_timeout
         self.site.displayTracebacks = False
+        self.rpc_listener = ConnectionLimit(self.rpc)
+        self.http_listener = ConnectionLimit(NoDelayFactory(self.site))
 
-        internet.TCPServer(config.port, self.rpc, interface=config.bind).setServiceParent(self)
+        internet.TCPServer(config.port, self.rpc_listener, interface=config.bind).setServiceParent(
+            self
+        )
         self.gossip.setServiceParent(self)
         for interval, job, what in (
             (REJOIN_INTERVAL, self.rejoin.step, "rejoin"),
@@ -172,7 +186,7 @@ class Node(service.MultiService):
         ):
             internet.TimerService(interval, self._background, job, what).setServiceParent(self)
         internet.TCPServer(
-            config.http, NoDelayFactory(self.site), interface=config.http_bind
+            config.http, self.http_listener, interface=config.http_bind
         ).setServiceParent(self)
         self.registry = CollectorRegistry()
         self.registry.register(_NodeCollector(self))
@@ -313,7 +327,16 @@ class Node(service.MultiService):
 
 class _ApiSite(server.Site):
     """twisted.web's Site without its access log: /metrics counts requests by route and
-    status, and formatting a log line per request cost ~1% of a busy peer's CPU (profiled)."""
+    status, and formatting a log line per request cost ~1% of a busy peer's CPU (profiled).
+    Its channels are ApiChannels (a deadline for request headers)."""
+
+    protocol = ApiChannel
+    header_timeout = ApiChannel.header_timeout
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        return channel
 
     def log(self, request: server.Request) -> None:
         pass
@@ -358,6 +381,17 @@ class _NodeCollector:
         yield CounterMetricFamily(
             "qfs_rpc_requests", "peer RPC requests served", value=node.rpc.counters.requests
         )
+        yield CounterMetricFamily(
+            "qfs_rpc_timeouts",
+            "RPC connections closed for not completing a frame in time",
+            value=node.rpc.counters.timeouts,
+        )
+        refused = CounterMetricFamily(
+            "qfs_connections_refused", "connections over a listener's caps", labels=["listener"]
+        )
+        refused.add_metric(["rpc"], node.rpc_listener.refused)
+        refused.add_metric(["http"], node.http_listener.refused)
+        yield refused
         yield CounterMetricFamily(
             "qfs_read_repairs",
             "stale replicas repaired after reads",

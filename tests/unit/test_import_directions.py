@@ -38,6 +38,7 @@ PURE = (
     "gossip.broadcasts",
     "gossip.updates",
     "gossip.wire",
+    "gossip.cbor",
     "gossip.sim",
     "peer.quorum",
     "peer.ring",

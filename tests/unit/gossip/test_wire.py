@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from gossip.wire import (
     DEFAULT_MAX_FRAME,
+    FIRST_FRAME_MAX,
+    HELLO,
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
+    TYPE_PATTERN,
     Codec,
     Message,
     WireError,
@@ -35,7 +38,7 @@ cbor_values = st.recursive(
     max_leaves=20,
 )
 bodies = st.dictionaries(st.text(max_size=12), cbor_values, max_size=6)
-types = st.text(min_size=1, max_size=20)
+types = st.from_regex(TYPE_PATTERN, fullmatch=True).filter(lambda t: t != HELLO)
 codecs = st.sampled_from([Codec(), Codec(KEY)])
 
 
@@ -114,10 +117,11 @@ def test_unknown_version_is_rejected_with_its_number() -> None:
         ([PROTOCOL_VERSION, "ping"], "array"),
         ({"type": "ping"}, "array"),
         ([True, "ping", {}], "version must be an integer"),
-        ([PROTOCOL_VERSION, "", {}], "non-empty string"),
-        ([PROTOCOL_VERSION, 5, {}], "non-empty string"),
+        ([PROTOCOL_VERSION, "", {}], "not a valid type name"),
+        ([PROTOCOL_VERSION, 5, {}], "not a valid type name"),
+        ([PROTOCOL_VERSION, "pi\x1b[2Jng", {}], r"'pi\\x1b\[2Jng' is not a valid type name"),
         ([PROTOCOL_VERSION, "ping", []], "map with string keys"),
-        ([PROTOCOL_VERSION, "ping", {1: 2}], "map with string keys"),
+        ([PROTOCOL_VERSION, "ping", {1: 2}], "map keys must be text strings"),
     ],
 )
 def test_wrong_shapes_are_named(payload, reason) -> None:
@@ -196,3 +200,21 @@ def test_cluster_key_file(tmp_path) -> None:
         load_cluster_key(path)
     with pytest.raises(WireError, match="missing"):
         load_cluster_key(tmp_path / "missing")
+
+
+def test_a_server_decoder_holds_the_first_frame_small_until_it_is_verified() -> None:
+    codec = Codec(KEY)
+    big = codec.frame("block.put", {"data": b"x" * FIRST_FRAME_MAX})
+    with pytest.raises(WireError, match="before the connection is authenticated"):
+        codec.frame_decoder(FIRST_FRAME_MAX).feed(big[:4])
+    decoder = codec.frame_decoder(FIRST_FRAME_MAX)
+    assert decoder.feed(codec.hello()) == []  # consumed, never handed on
+    assert decoder.verified
+    assert [m.type for m in decoder.feed(big)] == ["block.put"]
+
+
+def test_a_forged_hello_does_not_open_the_connection() -> None:
+    decoder = Codec(KEY).frame_decoder(FIRST_FRAME_MAX)
+    with pytest.raises(WireError, match="bad MAC"):
+        decoder.feed(Codec(OTHER_KEY).hello())
+    assert not decoder.verified
