@@ -4,6 +4,7 @@ import contextlib
 import random
 import struct
 
+import blake3
 import cbor2
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from gossip.wire import (
     DEFAULT_MAX_FRAME,
     FIRST_FRAME_MAX,
     HELLO,
+    KEY_CONTEXT,
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
     TYPE_PATTERN,
@@ -21,6 +23,7 @@ from gossip.wire import (
     WireError,
     load_cluster_key,
 )
+from tests.hostile_cbor import cpu_of, hostile_bytes, plain_values
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -218,3 +221,36 @@ def test_a_forged_hello_does_not_open_the_connection() -> None:
     with pytest.raises(WireError, match="bad MAC"):
         decoder.feed(Codec(OTHER_KEY).hello())
     assert not decoder.verified
+
+
+@settings(deadline=None, max_examples=60)
+@given(payload=hostile_bytes, codec=codecs)
+def test_bombs_in_datagrams_and_frames_are_refused_cheaply(payload: bytes, codec: Codec) -> None:
+    message = codec_seal(codec, payload)
+    frame = struct.pack(">I", len(message)) + message
+    with pytest.raises(WireError):
+        codec.decode(message)
+    with pytest.raises(WireError):
+        codec.frame_decoder().feed(frame)
+    assert cpu_of(lambda: codec.decode(message)) < 0.05
+    assert cpu_of(lambda: codec.frame_decoder(FIRST_FRAME_MAX).feed(frame)) < 0.05
+
+
+@given(codec=codecs, body=plain_values)
+def test_errors_quote_no_more_than_a_short_prefix(codec: Codec, body) -> None:
+    message = codec_seal(codec, cbor2.dumps([PROTOCOL_VERSION, "x" * 30 + "\x1b", body]))
+    try:
+        codec.decode(message)
+    except WireError as e:
+        assert len(e.reason) < 200 and "\x1b" not in e.reason
+
+
+def codec_seal(codec: Codec, payload: bytes) -> bytes:
+    """`payload` (any bytes) inside a valid header and MAC for `codec`: what an insider sends."""
+    good = codec.encode("x", {})
+    header = good[:2]
+    if not codec.authenticated:
+        return header + payload
+    mac = blake3.blake3(header, key=blake3.blake3(KEY, derive_key_context=KEY_CONTEXT).digest())
+    mac.update(payload)
+    return header + mac.digest() + payload

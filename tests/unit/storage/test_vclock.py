@@ -315,3 +315,18 @@ def test_pruning_only_creates_false_siblings(data: st.DataObject) -> None:
             for j, vj in enumerate(versions):
                 got, truth = vi.compare(vj), true_order(i, j, past)
                 assert got is truth or got is Ordering.CONCURRENT, (i, j, vi, vj, got, truth)
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=300) | st.integers() | st.binary(max_size=8),
+        st.integers() | st.text(max_size=300) | st.none() | st.lists(st.integers(), max_size=3),
+        max_size=70,
+    )
+    | st.lists(st.integers(), max_size=3)
+)
+def test_from_cbor_on_anything_is_a_clock_or_a_short_value_error(obj) -> None:
+    try:
+        VectorClock.from_cbor(obj)
+    except ValueError as e:
+        assert len(str(e)) < 200
