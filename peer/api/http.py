@@ -9,8 +9,10 @@ within the channel's header deadline (it runs from the connection's first byte o
 the previous request, and trickling bytes does not extend it); a body is accepted only up to
 its route's limit (file uploads stream without one, JSON routes take MAX_JSON_BODY, every
 other route SMALL_BODY) and one announced or grown past it is answered 413 at once and the
-connection closed, so nothing is spooled to a temporary file; an unauthenticated upload is
-answered 401 without waiting for its body. `/metrics` counts requests by known route only.
+connection closed, so nothing is spooled to a temporary file. Before the token is checked a
+peer holds at most STREAM_ABOVE bytes of any body: a larger upload is not read from the
+network until its route reads it, and one without a valid token is answered 401 and closed,
+its body never read. `/metrics` counts requests by known route only.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class StreamingRequest(server.Request):
         limit = body_limit(channel._command, channel._path)
         if limit is None and (length is None or length > STREAM_ABOVE):
             self.body = self.content = IncomingBody(self.transport, UPLOAD_BUFFER)
+            self.body.hold()  # until the route reads it, after the token is checked
             super().requestReceived(channel._command, channel._path, channel._version)
         elif limit is not None and length is not None and length > limit:
             self.refuse_body(limit)

@@ -118,3 +118,20 @@ def test_unknown_paths_share_one_metrics_label() -> None:
     channel.dataReceived(request("PATCH", "/healthz"))
     assert counted == [(UNKNOWN_ROUTE, 404)] * 4 + [("/healthz", 200), ("/healthz", 405)]
     assert b"x" * 100 not in transport.value()  # the error quotes a short prefix only
+
+
+class Idle(resource.Resource):
+    """Routes a request and never reads its body (an authentication still pending)."""
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> object:
+        return server.NOT_DONE_YET
+
+
+def test_a_large_upload_is_not_read_before_its_route_reads_it() -> None:
+    channel, transport = connect(Idle(), task.Clock())
+    headers = f"Content-Length: {100 * 1024 * 1024}\r\n"
+    channel.dataReceived(request("PUT", "/v1/files/big", headers))
+    assert transport.producerState == "paused"
+    assert not transport.disconnecting
