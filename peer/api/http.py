@@ -160,12 +160,12 @@ class StreamingRequest(server.Request):
             self.body = self.content = IncomingBody(self.transport, UPLOAD_BUFFER)
             self.body.hold()  # until the route reads it, after the token is checked
             super().requestReceived(channel._command, channel._path, channel._version)
-        elif limit is not None and length is not None and length > limit:
-            self.refuse_body(limit)
-        elif length is None:
-            self.content = _CappedBody(self, MAX_JSON_BODY if limit is None else limit)
-        else:
+        elif limit is None or (length is not None and length <= limit):
             super().gotLength(length)  # at most MAX_JSON_BODY or STREAM_ABOVE: in memory
+        elif length is None:
+            self.content = _CappedBody(self, limit)
+        else:
+            self.refuse_body(limit)
 
     def refuse_body(self, limit: int) -> None:
         """Answer 413 now and close the connection, before the body is read or stored."""
