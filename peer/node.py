@@ -166,7 +166,11 @@ class Node(service.MultiService):
             self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
         )
         self.site = _ApiSite(
-            self.api, requestFactory=StreamingRequest, reactor=reactor, timeout=config.idle_timeout
+            self.api,
+            requestFactory=StreamingRequest,
+            reactor=reactor,
+            timeout=config.idle_timeout,
+            parsePOSTFormSubmission=False,  # no route takes a form; never parse one
         )
         self.site.header_timeout = config.idle_timeout
         self.site.displayTracebacks = False

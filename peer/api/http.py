@@ -9,10 +9,12 @@ within the channel's header deadline (it runs from the connection's first byte o
 the previous request, and trickling bytes does not extend it); a body is accepted only up to
 its route's limit (file uploads stream without one, JSON routes take MAX_JSON_BODY, every
 other route SMALL_BODY) and one announced or grown past it is answered 413 at once and the
-connection closed, so nothing is spooled to a temporary file. Before the token is checked a
-peer holds at most STREAM_ABOVE bytes of any body: a larger upload is not read from the
-network until its route reads it, and one without a valid token is answered 401 and closed,
-its body never read. `/metrics` counts requests by known route only.
+connection closed, so nothing is spooled to a temporary file. Uploads larger than
+STREAM_ABOVE and JSON bodies of announced length are not read from the network until their
+route reads them, after the token check; one without a valid token is answered 401 and
+closed, its body never read. Only small uploads, chunked JSON and small bodies of other routes
+arrive whole before routing (at most STREAM_ABOVE, MAX_JSON_BODY and SMALL_BODY bytes).
+`/metrics` counts requests by known route only.
 """
 
 from __future__ import annotations
@@ -132,22 +134,26 @@ class _CappedBody(io.BytesIO):
         return super().write(data)
 
 
-def body_limit(command: bytes, raw_path: bytes) -> int | None:
-    """How many body bytes the route of this request line takes (None: streamed, no limit)."""
+UPLOAD, JSON, NO_BODY = "upload", "json", "none"
+
+
+def body_kind(command: bytes, raw_path: bytes) -> str:
+    """What body the route of this request line takes: a file upload (streamed, no limit),
+    JSON (at most MAX_JSON_BODY) or none (at most SMALL_BODY)."""
     prefix = _split_route(raw_path.partition(b"?")[0])[0]
     if command == b"PUT" and prefix == "/v1/files":
-        return None
-    if (command, prefix) in JSON_ROUTES:
-        return MAX_JSON_BODY
-    return SMALL_BODY
+        return UPLOAD
+    return JSON if (command, prefix) in JSON_ROUTES else NO_BODY
 
 
 class StreamingRequest(server.Request):
     """A request whose file upload (PUT /v1/files/..., over STREAM_ABOVE bytes or of unknown
     length) is routed as soon as its headers are in, its body handed to the coordinator as it
     arrives (`peer.api.incoming.IncomingBody`) instead of spooled to a temp file first: upload and
-    replication overlap, and no byte of it is written to this peer's disk twice. Every other
-    request is twisted.web's usual one.
+    replication overlap, and no byte of it is written to this peer's disk twice. A JSON body of
+    announced length is routed early too, so that it is read only after the token is checked.
+    Bodies past their route's limit are refused here (`refuse_body`). Every other request is
+    twisted.web's usual one, in memory.
     """
 
     body: IncomingBody | None = None
@@ -155,17 +161,25 @@ class StreamingRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:
         channel = self.channel  # the request line is known here only to the channel
-        limit = body_limit(channel._command, channel._path)
-        if limit is None and (length is None or length > STREAM_ABOVE):
-            self.body = self.content = IncomingBody(self.transport, UPLOAD_BUFFER)
-            self.body.hold()  # until the route reads it, after the token is checked
-            super().requestReceived(channel._command, channel._path, channel._version)
-        elif limit is None or (length is not None and length <= limit):
-            super().gotLength(length)  # at most MAX_JSON_BODY or STREAM_ABOVE: in memory
+        kind = body_kind(channel._command, channel._path)
+        limit = MAX_JSON_BODY if kind == JSON else SMALL_BODY
+        if kind == UPLOAD and (length is None or length > STREAM_ABOVE):
+            self._route_now(UPLOAD_BUFFER)
+        elif kind == JSON and length and length <= limit:
+            self._route_now(limit)
+        elif kind == UPLOAD or (length is not None and length <= limit):
+            super().gotLength(length)  # at most STREAM_ABOVE or SMALL_BODY: in memory
         elif length is None:
             self.content = _CappedBody(self, limit)
         else:
             self.refuse_body(limit)
+
+    def _route_now(self, high_water: int) -> None:
+        """Route the request before its body: the route reads it, after the token check."""
+        channel = self.channel
+        self.body = self.content = IncomingBody(self.transport, high_water)
+        self.body.hold()
+        super().requestReceived(channel._command, channel._path, channel._version)
 
     def refuse_body(self, limit: int) -> None:
         """Answer 413 now and close the connection, before the body is read or stored."""
@@ -393,7 +407,7 @@ class ApiResource(resource.Resource):
     async def _transfer(
         self, request: server.Request, identity: Identity, move: bool
     ) -> dict[str, Any]:
-        body = _json_body(request)
+        body = await _json_body(request)
         if not isinstance(body, dict) or not {"from", "to"} <= set(body) <= {
             "from",
             "to",
@@ -417,7 +431,7 @@ class ApiResource(resource.Resource):
     async def set_attrs(
         self, request: server.Request, rest: str, identity: Identity
     ) -> tuple[int, Any]:
-        body = _json_body(request)
+        body = await _json_body(request)
         if not isinstance(body, dict) or not body or not set(body) <= {"mode", "owner", "group"}:
             raise BadRequest('expected {"mode": "0640"} and/or {"owner": USER, "group": GROUP}')
         mode = parse_mode(body["mode"]) if "mode" in body else None
@@ -438,7 +452,7 @@ class ApiResource(resource.Resource):
         self, request: server.Request, rest: str, identity: Identity
     ) -> tuple[int, Any]:
         tokens = self._tokens(identity)
-        return 201, await tokens.create(_json_body(request))
+        return 201, await tokens.create(await _json_body(request))
 
     async def list_tokens(
         self, request: server.Request, rest: str, identity: Identity
@@ -523,9 +537,13 @@ def _flag_arg(request: server.Request, name: str) -> bool:
     raise BadRequest(f"query parameter {name}={text!r} is not 1 or 0")
 
 
-def _json_body(request: server.Request) -> Any:
-    request.content.seek(0)
-    raw = request.content.read(MAX_JSON_BODY + 1)
+async def _json_body(request: server.Request) -> Any:
+    body = getattr(request, "body", None)
+    if body is not None:  # routed before its body arrived (see StreamingRequest)
+        raw = await body.read(MAX_JSON_BODY + 1)
+    else:
+        request.content.seek(0)
+        raw = request.content.read(MAX_JSON_BODY + 1)
     if len(raw) > MAX_JSON_BODY:
         raise BadRequest(f"JSON body larger than {MAX_JSON_BODY} bytes")
     try:

@@ -63,6 +63,24 @@ def test_an_unauthenticated_upload_is_answered_401_without_its_body(target: Targ
     assert seconds < 1.5
 
 
+def test_an_unauthenticated_json_request_is_answered_before_its_body(target: Target) -> None:
+    with http_socket(target) as sock:
+        sock.sendall(b"POST /v1/copy HTTP/1.1\r\nHost: p1\r\nContent-Length: 60000\r\n\r\n")
+        answer, seconds = read_until_closed(sock, 2)
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert seconds < 1.5
+
+
+def test_json_routes_still_work_with_a_token(target: Target) -> None:
+    with target.cluster.client("p1") as client:
+        client.put("/json/a", b"a")
+        client.copy("/json/a", "/json/b")
+        client.move("/json/b", "/json/c")
+        client.chmod("/json/c", "0600")
+        assert client.get_bytes("/json/c") == b"a"
+        assert client.stat("/json/c")["mode"] == "0600"
+
+
 def test_partial_rpc_frames_cost_no_memory(target: Target) -> None:
     before = rss_bytes(target.pid())
     address = ("127.0.0.1", target.rpc_port())

@@ -63,8 +63,8 @@ def test_a_body_announced_past_the_route_limit_is_refused_before_routing() -> No
 def test_bodies_within_the_limit_are_served() -> None:
     root = Counting()
     channel, transport = connect(root, task.Clock())
-    body = b"{" + b" " * (MAX_JSON_BODY - 2) + b"}"
-    channel.dataReceived(request("POST", "/v1/move", f"Content-Length: {len(body)}\r\n") + body)
+    body = b"x" * SMALL_BODY
+    channel.dataReceived(request("POST", "/healthz", f"Content-Length: {len(body)}\r\n") + body)
     assert transport.value().startswith(b"HTTP/1.1 200")
     assert b"got %d" % len(body) in transport.value()
 
@@ -129,9 +129,10 @@ class Idle(resource.Resource):
         return server.NOT_DONE_YET
 
 
-def test_a_large_upload_is_not_read_before_its_route_reads_it() -> None:
-    channel, transport = connect(Idle(), task.Clock())
-    headers = f"Content-Length: {100 * 1024 * 1024}\r\n"
-    channel.dataReceived(request("PUT", "/v1/files/big", headers))
-    assert transport.producerState == "paused"
-    assert not transport.disconnecting
+def test_uploads_and_json_bodies_are_not_read_before_their_route_reads_them() -> None:
+    for method, path, size in [("PUT", "/v1/files/big", 100 * 1024 * 1024),
+                               ("POST", "/v1/copy", MAX_JSON_BODY)]:  # fmt: skip
+        channel, transport = connect(Idle(), task.Clock())
+        channel.dataReceived(request(method, path, f"Content-Length: {size}\r\n"))
+        assert transport.producerState == "paused", path
+        assert not transport.disconnecting
