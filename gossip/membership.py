@@ -9,7 +9,9 @@ Protocol (Das et al. 2002; Lifeguard, Dadgar et al. 2017; timings as hashicorp/m
 - every (awareness-scaled) probe interval, probe the next member of a shuffled round-robin
   order: direct ping; no ack within the probe timeout -> ping-req through ``indirect_checks``
   members, each answering with an ack, or a nack when the target stayed silent; no ack by the
-  end of the interval -> suspect it;
+  end of the interval -> suspect it. A ping-req is served only for a live member about a
+  member it knows, each at its known address, at most MAX_RELAYS at once, so a forged one
+  cannot aim datagrams anywhere outside the membership;
 - a suspicion turns into death when its Lifeguard timer expires (see ``suspicion.py``);
 - every gossip interval, queued updates go to ``gossip_nodes`` random members; every datagram
   carries as many queued updates as fit in ``max_datagram`` bytes (see ``broadcasts.py``);
@@ -67,6 +69,7 @@ _LIVE = frozenset((ALIVE, SUSPECT))  # states that are probed and gossiped to
 _GONE = frozenset((DEAD, LEFT))
 _DOUBTED = frozenset((SUSPECT, DEAD))  # states a member is told about so it can refute
 _MAX_SEQ = 2**32 - 1
+MAX_RELAYS = 64  # ping-reqs served at once; a cluster in trouble asks a member for a few
 # The update array's CBOR header is 1 byte when empty and at most 3 bytes with updates.
 _ARRAY_HEADER_GROWTH = 2
 
@@ -392,8 +395,15 @@ class Membership:
 
     def _on_ping(self, sender: str, src: Addr, now: float, out: list[Effect],
                  seq: int, target: str) -> None:
-        if target == self.name:
-            self._send(out, src, ACK, {"seq": seq}, sender)
+        if target != self.name:
+            return
+        m = self._members.get(sender)
+        if m is not None and m.state in _LIVE:
+            self._send(out, m.meta.addr, ACK, {"seq": seq}, sender)
+        else:
+            # Maybe a member that joined a moment ago; but `src` may be forged, so it gets a
+            # bare ack, no bigger than the ping: nothing to amplify.
+            self._send(out, src, ACK, {"seq": seq}, None, piggyback=False)
 
     def _on_ack(self, sender: str, src: Addr, now: float, out: list[Effect], seq: int) -> None:
         p = self._probe
@@ -411,13 +421,23 @@ class Membership:
             p.nacks += 1
 
     def _on_pingreq(self, sender: str, src: Addr, now: float, out: list[Effect],
-                    seq: int, target: str, addr: Addr) -> None:
+                    seq: int, target: str) -> None:
+        """Probe ``target`` for ``sender``. Both must be live members we know, and both are
+        reached at the addresses we know them by, never one the message names (no reflection
+        to outsiders); at most MAX_RELAYS such probes are open at once."""
+        requester = self._members.get(sender)
+        if requester is None or requester.state not in _LIVE or len(self._relays) >= MAX_RELAYS:
+            return
+        m = self._members.get(target)
+        if m is None or m.state not in _LIVE:
+            self._send(out, requester.meta.addr, NACK, {"seq": seq}, sender)
+            return
         my_seq = self._next_seq()
         c = self.config
         # Nack early enough to reach the requester before its probe interval ends.
-        self._relays[my_seq] = _Relay(sender, src, seq, now + 0.8 * c.probe_timeout,
-                                      now + c.probe_interval)
-        self._send(out, addr, PING, {"seq": my_seq, "to": target}, target)
+        self._relays[my_seq] = _Relay(sender, requester.meta.addr, seq,
+                                      now + 0.8 * c.probe_timeout, now + c.probe_interval)
+        self._send(out, m.meta.addr, PING, {"seq": my_seq, "to": target}, target)
 
     def _on_gossip(self, sender: str, src: Addr, now: float, out: list[Effect]) -> None:
         pass  # the updates were all there was
@@ -456,11 +476,9 @@ class Membership:
         target = self._members.get(p.target)
         if target is None:
             return
-        body_addr = list(target.meta.addr)
         for m in self._random_members(self.config.indirect_checks, now, exclude=p.target):
             p.expected_nacks += 1
-            self._send(out, m.meta.addr, PING_REQ,
-                       {"seq": p.seq, "to": p.target, "ta": body_addr}, m.name)
+            self._send(out, m.meta.addr, PING_REQ, {"seq": p.seq, "to": p.target}, m.name)
 
     def _probe_failed(self, p: _Probe, now: float, out: list[Effect]) -> None:
         self._probe = None
@@ -661,12 +679,16 @@ class Membership:
         self._queue.put(name, update, _encoded_size(update))
 
     def _send(self, out: list[Effect], addr: Addr, kind: str, body: dict[str, Any],
-              to: str | None) -> None:
-        """Queue a datagram carrying as many updates as fit in ``max_datagram`` bytes."""
+              to: str | None, piggyback: bool = True) -> None:
+        """Queue a datagram carrying as many updates as fit in ``max_datagram`` bytes (none
+        without ``piggyback``)."""
         body["from"] = self.name
         updates: list[Any] = []
         body["u"] = updates
         size = len(self._codec.encode(kind, body)) + _ARRAY_HEADER_GROWTH
+        if not piggyback:
+            out.append(Send(addr, kind, body, size))
+            return
         budget = self.config.max_datagram - size
         m = self._members.get(to) if to is not None else None
         if m is not None and m.state in _DOUBTED:
@@ -741,17 +763,11 @@ def _seq(body: dict[str, Any]) -> int:
     return check_int(body.get("seq"), "seq", _MAX_SEQ)
 
 
-def _addr(value: Any) -> Addr:
-    if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
-        raise BadMessage("address must be [host, port]")
-    return value[0], check_int(value[1], "port", 65535)
-
-
 # Each datagram type's own fields, validated: body -> the handler's extra arguments.
 _FIELDS: dict[str, Any] = {
     PING: lambda b: (_seq(b), check_name(b.get("to"))),
     ACK: lambda b: (_seq(b),),
     NACK: lambda b: (_seq(b),),
-    PING_REQ: lambda b: (_seq(b), check_name(b.get("to")), _addr(b.get("ta"))),
+    PING_REQ: lambda b: (_seq(b), check_name(b.get("to"))),
     GOSSIP: lambda b: (),
 }

@@ -18,7 +18,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from gossip.updates import Addr
-from gossip.wire import Codec, FrameDecoder, Message, WireError
+from gossip.wire import FIRST_FRAME_MAX, Codec, FrameDecoder, Message, WireError
 
 log = Logger()
 
@@ -72,9 +72,11 @@ async def exchange(reactor: IReactorTCP, clock: IReactorTime, codec: Codec, addr
     Raises WireError for a malformed reply, the connection error if it fails, and
     ``defer.TimeoutError`` after ``timeout`` seconds.
     """
-    client = _PushPullClient(codec, codec.frame(msg_type, body))
+    # The hello lets the server accept a request above its unauthenticated first-frame limit.
+    client = _PushPullClient(codec, codec.hello() + codec.frame(msg_type, body))
     endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
-        reactor, addr[0], addr[1], timeout=max(1, int(timeout)))
+        reactor, addr[0], addr[1], timeout=max(1, int(timeout))
+    )
     if tls is not None:
         endpoint = tls(endpoint)
     connecting = connectProtocol(endpoint, client)
@@ -100,7 +102,7 @@ class StreamServer(Protocol, TimeoutMixin):
     def __init__(self, codec: Codec, handle: Callable[[Message], Message | None],
                  clock: IReactorTime) -> None:
         self._codec = codec
-        self._decoder = codec.frame_decoder()
+        self._decoder = codec.frame_decoder(FIRST_FRAME_MAX)
         self._handle = handle
         self.callLater = clock.callLater  # TimeoutMixin schedules through this
 

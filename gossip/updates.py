@@ -7,12 +7,21 @@ Piggybacked updates (short form, one per member):
     ["l", name, incarnation]                                                        left
 Push-pull records (full state of one member) always use the alive layout with the member's
 state code in front. Anything else raises BadMessage; one bad update rejects its whole message.
+
+Names and addresses are checked before they are believed, since peers print them and connect
+to them: a member name is what `qfs peer --name` accepts (NAME_PATTERN), a host is an IP
+address or a DNS name, a node id is printable ASCII; error messages never quote more than a
+short escaped prefix of what arrived.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from gossip.cbor import excerpt
 
 ALIVE = "alive"
 SUSPECT = "suspect"
@@ -22,7 +31,10 @@ LEFT = "left"
 _CODE_OF = {ALIVE: "a", SUSPECT: "s", DEAD: "d", LEFT: "l"}
 _STATE_OF = {code: state for state, code in _CODE_OF.items()}
 
-MAX_NAME = 128
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+NODE_ID_PATTERN = re.compile(r"[!-~]{1,256}")  # printable ASCII, no spaces
 MAX_INCARNATION = 2**63 - 1
 
 Addr = tuple[str, int]
@@ -81,10 +93,34 @@ def record(name: str, state: str, incarnation: int, meta: Meta) -> list[Any]:
 
 
 def check_name(value: Any) -> str:
-    """``value`` if it is a valid member name, else BadMessage."""
-    if type(value) is not str or not 0 < len(value) <= MAX_NAME:
-        raise BadMessage(f"member name must be a string of 1..{MAX_NAME} characters")
+    """``value`` if it is a valid member name (NAME_PATTERN), else BadMessage."""
+    if type(value) is not str or not NAME_PATTERN.fullmatch(value):
+        raise BadMessage(f"member name {excerpt(value)} is not {NAME_RULE}")
     return value
+
+
+def check_host(value: Any) -> str:
+    """``value`` if it is an IP address or a DNS host name, else BadMessage."""
+    if type(value) is str and (_is_host_name(value) or _is_ip(value)):
+        return value
+    raise BadMessage(f"host {excerpt(value)} is not an IP address or a host name")
+
+
+def _is_host_name(text: str) -> bool:
+    if not 0 < len(text) <= 253:
+        return False
+    labels = text.removesuffix(".").split(".")
+    return all(HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _is_ip(text: str) -> bool:
+    if len(text) > 45:  # the longest IPv6 text
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_int(value: Any, what: str, high: int) -> int:
@@ -100,16 +136,12 @@ def _incarnation(value: Any) -> int:
 
 def _meta(raw: list[Any]) -> Meta:
     node_id, host, port, http_host, http_port, version = raw[3:9]
-    if type(node_id) is not str or len(node_id) > 256:
-        raise BadMessage("node id must be a string of at most 256 characters")
-    if type(host) is not str or type(http_host) is not str or len(host) > 255 or len(
-        http_host
-    ) > 255:
-        raise BadMessage("hosts must be strings of at most 255 characters")
+    if type(node_id) is not str or not NODE_ID_PATTERN.fullmatch(node_id):
+        raise BadMessage(f"node id {excerpt(node_id)} is not 1-256 printable ASCII characters")
     return Meta(
         node_id,
-        (host, check_int(port, "port", 65535)),
-        (http_host, check_int(http_port, "http port", 65535)),
+        (check_host(host), check_int(port, "port", 65535)),
+        (check_host(http_host), check_int(http_port, "http port", 65535)),
         check_int(version, "version", 2**31),
     )
 
@@ -128,7 +160,7 @@ def parse_update(raw: Any) -> Update:
     if code == "l" and n == 3:
         name = check_name(raw[1])
         return Update(LEFT, name, _incarnation(raw[2]), name, None)
-    raise BadMessage(f"unknown update kind or length: {str(code)[:8]!r}/{n}")
+    raise BadMessage(f"unknown update kind or length: {excerpt(code, 8)}/{n}")
 
 
 def parse_record(raw: Any) -> Update:

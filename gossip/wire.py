@@ -10,20 +10,29 @@ malformed, oversized, unauthenticated or of another protocol version raises ``Wi
 nothing else: callers catch one exception type at every input boundary.
 
 Streams carry frames: a 4-byte big-endian length, then one message. The length is checked
-against the maximum before any of the frame is buffered.
+against the maximum before any of the frame is buffered. A server's decoder holds a connection
+to FIRST_FRAME_MAX until one frame has been verified (with a cluster key: its MAC checked), so
+nobody buffers a large frame on a peer before authenticating; a client opens with ``hello()``,
+a tiny frame that the decoder verifies and consumes.
+
+Decoding is bounded before any value is built (``gossip.cbor``): no CBOR tag of any kind, at
+most MAX_NESTING levels, at most as many items as bytes, and no error message quotes more than
+a short escaped prefix of what was received.
 """
 
 from __future__ import annotations
 
 import hmac
-import io
 import os
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import blake3
 import cbor2
+
+from gossip.cbor import BadCBOR, excerpt, loads
 
 PROTOCOL_VERSION = 1
 MAX_DATAGRAM = 1400
@@ -36,6 +45,9 @@ LENGTH_PREFIX = struct.Struct(">I")
 KEY_CONTEXT = "quorumfs 2026-11-22 cluster message authentication v1"
 MIN_KEY_BYTES = 16
 MAX_NESTING = 32
+FIRST_FRAME_MAX = 64 * 1024
+HELLO = "hello"
+TYPE_PATTERN = re.compile(r"[a-z][a-z0-9._]{0,63}")
 
 T = TypeVar("T")
 
@@ -76,10 +88,6 @@ class Message:
 
 def _kind_names(kinds: tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
-
-
-def _reject_tag(_decoder: cbor2.CBORDecoder, tag: cbor2.CBORTag) -> Any:
-    raise WireError(f"unsupported CBOR tag {tag.tag}")
 
 
 def load_cluster_key(path: str | os.PathLike[str]) -> bytes:
@@ -177,23 +185,20 @@ class Codec:
             payload = view[2:]
         return _decode_payload(payload)
 
-    def frame_decoder(self) -> FrameDecoder:
-        """A fresh incremental decoder for one stream."""
-        return FrameDecoder(self)
+    def hello(self) -> bytes:
+        """The frame a client opens a stream with: small, and authenticated like every frame."""
+        return self.frame(HELLO, {})
+
+    def frame_decoder(self, first_frame_max: int | None = None) -> FrameDecoder:
+        """A fresh incremental decoder for one stream (see FrameDecoder)."""
+        return FrameDecoder(self, first_frame_max)
 
 
 def _decode_payload(payload: memoryview) -> Message:
-    stream = io.BytesIO(payload)
     try:
-        decoded = cbor2.CBORDecoder(
-            stream, tag_hook=_reject_tag, max_depth=MAX_NESTING, allow_duplicate_keys=False
-        ).decode()
-    except WireError:
-        raise
-    except Exception as e:  # cbor2 raises many types (CBORDecodeError, ValueError, ...)
-        raise WireError(f"malformed CBOR: {e}") from None
-    if stream.tell() != len(payload):
-        raise WireError(f"{len(payload) - stream.tell()} trailing bytes after the message")
+        decoded = loads(payload, max_depth=MAX_NESTING)
+    except BadCBOR as e:
+        raise WireError(str(e)) from None
     if not isinstance(decoded, list) or len(decoded) != 3:
         raise WireError("message must be a [version, type, body] array")
     version, type, body = decoded
@@ -203,8 +208,8 @@ def _decode_payload(payload: memoryview) -> Message:
         raise WireError(
             f"unsupported protocol version {version} (this peer speaks {PROTOCOL_VERSION})"
         )
-    if not isinstance(type, str) or not type:
-        raise WireError("message type must be a non-empty string")
+    if not isinstance(type, str) or not TYPE_PATTERN.fullmatch(type):
+        raise WireError(f"message type {excerpt(type)} is not a valid type name")
     if not isinstance(body, dict) or not all(isinstance(k, str) for k in body):
         raise WireError(f"{type}: body must be a map with string keys")
     return Message(type, body)
@@ -213,13 +218,18 @@ def _decode_payload(payload: memoryview) -> Message:
 class FrameDecoder:
     """Incremental decoder for a stream of length-prefixed frames.
 
-    After it raises WireError the stream is out of sync and every later ``feed`` raises too.
+    With ``first_frame_max`` a frame longer than that is refused until one frame has decoded
+    (and so, with a cluster key, authenticated); after that the codec's maximum applies.
+    ``hello`` frames are consumed here and never returned. After it raises WireError the stream
+    is out of sync and every later ``feed`` raises too.
     """
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, first_frame_max: int | None = None) -> None:
         self._codec = codec
+        self._limit = codec.max_size if first_frame_max is None else first_frame_max
         self._buffer = bytearray()
         self._error: WireError | None = None
+        self.verified = first_frame_max is None
 
     def feed(self, data: bytes) -> list[Message]:
         """Add received bytes; return every message they complete."""
@@ -232,16 +242,22 @@ class FrameDecoder:
         try:
             while len(buffer) - offset >= LENGTH_PREFIX.size:
                 (size,) = LENGTH_PREFIX.unpack_from(buffer, offset)
-                if size > self._codec.max_size:
+                if size > self._limit:
+                    first = "" if self.verified else " before the connection is authenticated"
                     raise WireError(
-                        f"frame of {size} bytes exceeds the limit of {self._codec.max_size}"
+                        f"frame of {size} bytes exceeds the limit of {self._limit}{first}"
                     )
                 end = offset + LENGTH_PREFIX.size + size
                 if len(buffer) < end:
                     break
                 with memoryview(buffer) as view:
-                    messages.append(self._codec.decode(view[offset + LENGTH_PREFIX.size : end]))
+                    message = self._codec.decode(view[offset + LENGTH_PREFIX.size : end])
                 offset = end
+                if not self.verified:
+                    self.verified = True
+                    self._limit = self._codec.max_size
+                if message.type != HELLO:
+                    messages.append(message)
         except WireError as e:
             self._error = e
             self._buffer = bytearray()

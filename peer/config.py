@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gossip.updates import NAME_PATTERN, NAME_RULE
+
 MiB = 1024 * 1024
 MIN_BLOCK_SIZE = 4 * 1024
 MAX_BLOCK_SIZE = 16 * MiB
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SIZE_PATTERN = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
 
@@ -56,11 +57,12 @@ class PeerConfig:
     gc_interval: float = 60.0
     gc_grace: float = 3600.0
     horizon: float = 86400.0
+    idle_timeout: float = 30.0
 
     def validate(self) -> PeerConfig:
         """Return self, or raise ConfigError naming the first setting that cannot work."""
-        if not NAME_PATTERN.fullmatch(self.name):
-            raise ConfigError(f"name: {self.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if not NAME_PATTERN.fullmatch(self.name):  # what gossip accepts as a member name
+            raise ConfigError(f"name: {self.name!r} must be {NAME_RULE}")
         for key in ("port", "http"):
             value = getattr(self, key)
             if not 1 <= value <= 65535:
@@ -79,7 +81,13 @@ class PeerConfig:
                 f"block-size: {self.block_size} must be between {MIN_BLOCK_SIZE} and "
                 f"{MAX_BLOCK_SIZE} bytes"
             )
-        for key in ("probe_interval", "anti_entropy_interval", "scrub_rate", "gc_interval"):
+        for key in (
+            "probe_interval",
+            "anti_entropy_interval",
+            "scrub_rate",
+            "gc_interval",
+            "idle_timeout",
+        ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key.replace('_', '-')}: {getattr(self, key)} must be positive")
         if self.horizon <= self.dead_after:
@@ -163,6 +171,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "gc-interval": ("gc_interval", float),
     "gc-grace": ("gc_grace", float),
     "horizon": ("horizon", float),
+    "idle-timeout": ("idle_timeout", float),
 }
 REQUIRED = ("name", "data", "port", "http")
 
@@ -201,6 +210,10 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
         "--horizon",
         help="seconds a peer may be away and come back with its data; after that it is "
         "forgotten and rebuilds from the others when it returns (default 86400)",
+    )
+    add(
+        "--idle-timeout",
+        help="seconds a connection may take to send request headers or a frame (default 30)",
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import cbor2
 
+from gossip.cbor import BadCBOR, excerpt, loads
 from peer.paths import basename, parent
 from storage.vclock import VectorClock
 
@@ -32,6 +33,7 @@ DIRECTORY = "dir"
 ADMIN = "admin"
 FILE_MODE = 0o644
 DIRECTORY_MODE = 0o755
+MAX_DEPTH = 4  # manifest -> blocks -> block, manifest -> clock
 
 
 def manifest_key(path: str) -> str:
@@ -124,24 +126,25 @@ class Manifest:
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
-        """Parse stored or received bytes; ValueError says what is malformed."""
+        """Parse stored or received bytes (bounded, every field type-checked, nothing
+        coerced); ValueError says what is malformed."""
         fields = _decode_map(data, "manifest")
         try:
-            blocks = tuple(Block(str(h), int(s)) for h, s in fields["blocks"])
+            blocks = tuple(_block(raw) for raw in _field(fields, "blocks", list))
             manifest = cls(
-                size=int(fields["size"]),
-                mtime=float(fields["mtime"]),
-                mode=int(fields["mode"]),
-                blake3=str(fields["blake3"]),
+                size=_field(fields, "size", int),
+                mtime=float(_field(fields, "mtime", (float, int))),
+                mode=_field(fields, "mode", int),
+                blake3=_field(fields, "blake3", str),
                 blocks=blocks,
-                inline=fields.get("inline"),
-                owner=str(fields.get("owner", ADMIN)),
-                group=str(fields.get("group", ADMIN)),
-                writer=str(fields.get("writer", "")),
+                inline=_field(fields, "inline", bytes, None),
+                owner=_field(fields, "owner", str, ADMIN),
+                group=_field(fields, "group", str, ADMIN),
+                writer=_field(fields, "writer", str, ""),
                 **_decode_clocks(fields),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"malformed manifest: {e!r}") from None
+        except ValueError as e:
+            raise ValueError(f"malformed manifest: {e}") from None
         stored = (
             len(manifest.inline) if manifest.inline is not None else sum(b.size for b in blocks)
         )
@@ -213,25 +216,25 @@ class Entry:
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:
-        """Parse stored or received bytes; ValueError says what is malformed."""
+        """Parse stored or received bytes (bounded, every field type-checked, nothing
+        coerced); ValueError says what is malformed."""
         fields = _decode_map(data, "directory entry")
-        kind = fields.get("type")
-        if kind not in (FILE, DIRECTORY):
-            raise ValueError(f"malformed directory entry: type {kind!r}")
-        moving_from = fields.get("moving_from")
         try:
+            kind = _field(fields, "type", str)
+            if kind not in (FILE, DIRECTORY):
+                raise ValueError(f"type {excerpt(kind)}")
             return cls(
                 kind,
-                int(fields.get("size", 0)),
-                float(fields.get("mtime", 0.0)),
-                int(fields.get("mode", FILE_MODE if kind == FILE else DIRECTORY_MODE)),
-                str(fields.get("owner", ADMIN)),
-                str(fields.get("group", ADMIN)),
-                moving_from=None if moving_from is None else str(moving_from),
+                _field(fields, "size", int, 0),
+                float(_field(fields, "mtime", (float, int), 0.0)),
+                _field(fields, "mode", int, FILE_MODE if kind == FILE else DIRECTORY_MODE),
+                _field(fields, "owner", str, ADMIN),
+                _field(fields, "group", str, ADMIN),
+                moving_from=_field(fields, "moving_from", str, None),
                 **_decode_clocks(fields),
             )
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"malformed directory entry: {e!r}") from None
+        except ValueError as e:
+            raise ValueError(f"malformed directory entry: {e}") from None
 
 
 class _Versioned(Protocol):
@@ -295,10 +298,36 @@ def _decode_clocks(fields: dict[str, Any]) -> dict[str, VectorClock | None]:
     }
 
 
+_REQUIRED: Any = object()
+
+
+def _field(
+    fields: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = _REQUIRED
+) -> Any:
+    """``fields[name]`` if it is exactly of ``kind`` (a bool is no int); ``default`` when
+    absent or null; ValueError naming the field otherwise."""
+    value = fields.get(name)
+    if value is None:
+        if default is _REQUIRED:
+            raise ValueError(f"missing {name}")
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if type(value) not in kinds:
+        raise ValueError(f"{name} is a {type(value).__name__}, not {kinds[0].__name__}")
+    return value
+
+
+def _block(raw: Any) -> Block:
+    if type(raw) is not list or len(raw) != 2 or type(raw[0]) is not str or type(raw[1]) is not int:
+        raise ValueError("a block must be [hash, size]")
+    return Block(raw[0], raw[1])
+
+
 def _decode_map(data: bytes, what: str) -> dict[str, Any]:
+    """The bounded decoder (no tags; a manifest nests at most blocks -> block)."""
     try:
-        fields = cbor2.loads(data)
-    except Exception as e:  # cbor2 raises several types for bad input
+        fields = loads(data, max_depth=MAX_DEPTH)
+    except BadCBOR as e:
         raise ValueError(f"malformed {what}: {e}") from None
     if not isinstance(fields, dict):
         raise ValueError(f"malformed {what}: not a map")

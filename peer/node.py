@@ -37,10 +37,11 @@ from gossip.updates import Addr
 from gossip.wire import MAX_DATAGRAM, Codec, WireError, load_cluster_key
 from peer.allocator import keep_buffers_in_heap
 from peer.api.auth import Authenticator, load_admin_token
-from peer.api.http import ApiResource, StreamingRequest
+from peer.api.http import ApiChannel, ApiResource, StreamingRequest
 from peer.cluster import ClusterView
 from peer.cluster_setup import ClusterDir
 from peer.config import PeerConfig
+from peer.connections import ConnectionLimit
 from peer.coordinator import Coordinator, QuorumSettings
 from peer.quorum import CounterSource
 from peer.record_writer import RecordWriter
@@ -188,7 +189,13 @@ class Node(service.MultiService):
             **self.collector.handlers(),
         }
         rpc_factory_class = RpcServerFactory if self.tls is None else MemberRpcServerFactory
-        self.rpc = rpc_factory_class(self.codec, handlers, self.gossip.handle_stream_message)
+        self.rpc = rpc_factory_class(
+            self.codec,
+            handlers,
+            self.gossip.handle_stream_message,
+            clock=reactor,
+            idle_timeout=config.idle_timeout,
+        )
         self.requests: dict[tuple[str, int], int] = {}
         auth = None
         if config.admin_token_file is not None:
@@ -197,11 +204,20 @@ class Node(service.MultiService):
         self.api = ApiResource(
             self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
         )
-        self.site = _ApiSite(self.api, requestFactory=StreamingRequest)
+        self.site = _ApiSite(
+            self.api,
+            requestFactory=StreamingRequest,
+            reactor=reactor,
+            timeout=config.idle_timeout,
+            parsePOSTFormSubmission=False,  # no route takes a form; never parse one
+        )
+        self.site.header_timeout = config.idle_timeout
         self.site.displayTracebacks = False
+        self.rpc_listener = ConnectionLimit(self.rpc)
+        self.http_listener = ConnectionLimit(NoDelayFactory(self.site))
 
-        rpc_factory: Any = self.rpc
-        http_factory: Any = NoDelayFactory(self.site)
+        rpc_factory: Any = self.rpc_listener
+        http_factory: Any = self.http_listener
         if self.tls is not None:
             rpc_factory = BulkTLSFactory(self.tls.peer_server(), False, rpc_factory)
             http_factory = BulkTLSFactory(self.tls.https_server(), False, http_factory)
@@ -396,7 +412,16 @@ class Node(service.MultiService):
 
 class _ApiSite(server.Site):
     """twisted.web's Site without its access log: /metrics counts requests by route and
-    status, and formatting a log line per request cost ~1% of a busy peer's CPU (profiled)."""
+    status, and formatting a log line per request cost ~1% of a busy peer's CPU (profiled).
+    Its channels are ApiChannels (a deadline for request headers)."""
+
+    protocol = ApiChannel
+    header_timeout = ApiChannel.header_timeout
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        return channel
 
     def log(self, request: server.Request) -> None:
         pass
@@ -469,6 +494,17 @@ class _NodeCollector:
             "requests refused unchecked: their address failed to authenticate too often",
             value=auth.limited if auth else 0,
         )
+        yield CounterMetricFamily(
+            "qfs_rpc_timeouts",
+            "RPC connections closed for not completing a frame in time",
+            value=node.rpc.counters.timeouts,
+        )
+        refused = CounterMetricFamily(
+            "qfs_connections_refused", "connections over a listener's caps", labels=["listener"]
+        )
+        refused.add_metric(["rpc"], node.rpc_listener.refused)
+        refused.add_metric(["http"], node.http_listener.refused)
+        yield refused
         yield CounterMetricFamily(
             "qfs_read_repairs",
             "stale replicas repaired after reads",

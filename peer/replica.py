@@ -36,6 +36,7 @@ MAX_BATCH_KEYS = 10_000
 MAX_INLINE_READS = 8
 STORAGE_FULL = "storage_full"
 UNREADABLE = "unreadable"
+MAX_SIBLINGS = 1024  # per key; concurrent writes leave a handful
 
 
 def sibling_to_wire(sibling: Sibling) -> list[Any]:
@@ -57,9 +58,10 @@ def sibling_from_wire(raw: Any) -> Sibling:
 
 
 def siblings_from_wire(raw: Any) -> list[Sibling]:
-    """Parse a list of siblings received from a peer."""
-    if not isinstance(raw, list):
-        raise WireError("siblings must be a list")
+    """Parse a list of siblings received from a peer (already through the bounded decoder:
+    no tags, bounded depth and size); WireError names what is malformed, never quoting it."""
+    if not isinstance(raw, list) or len(raw) > MAX_SIBLINGS:
+        raise WireError(f"siblings must be a list of at most {MAX_SIBLINGS}")
     return [sibling_from_wire(item) for item in raw]
 
 

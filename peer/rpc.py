@@ -6,6 +6,13 @@ A request is a frame of type METHOD with body ``{"id": n, "args": {...}}``; the 
 ``gossip.`` belong to the membership protocol (push-pull shares this TCP port) and are handed to
 its stream handler instead. A malformed, oversized or unauthenticated frame closes that
 connection only; the peer keeps serving everybody else.
+
+Limits on what a connection costs before and after it authenticates: until its first frame has
+been verified a connection may not announce a frame above ``wire.FIRST_FRAME_MAX`` (clients
+open with ``Codec.hello()``); a connection that has not completed its first frame, or a frame
+it started, within ``idle_timeout`` seconds is closed (the deadline runs from the start of the
+wait, so trickling bytes does not extend it); and at most ``max_in_flight`` requests of one
+connection run at once: past that the connection stops being read until some finish.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IPushProducer,
     IReactorTCP,
     IReactorTime,
@@ -29,7 +37,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gossip.wire import Codec, Message, WireError
+from gossip.wire import FIRST_FRAME_MAX, Codec, Message, WireError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,8 @@ Handler = Callable[[Message], Awaitable[dict[str, Any]] | dict[str, Any]]
 StreamHandler = Callable[[Message], Awaitable[Message | None] | Message | None]
 DEFAULT_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
+IDLE_TIMEOUT = 30.0
+MAX_IN_FLIGHT = 256
 
 
 def send_small_writes_at_once(transport: Any) -> None:
@@ -121,6 +131,7 @@ class RpcCounters:
         self.bad_frames = 0
         self.requests = 0
         self.errors = 0
+        self.timeouts = 0
 
 
 class RpcServerProtocol(protocol.Protocol):
@@ -132,28 +143,97 @@ class RpcServerProtocol(protocol.Protocol):
         handlers: Mapping[str, Handler],
         stream_handler: StreamHandler | None,
         counters: RpcCounters,
+        clock: IReactorTime,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._codec = codec
-        self._decoder = codec.frame_decoder()
+        self._decoder = codec.frame_decoder(FIRST_FRAME_MAX)
         self._handlers = handlers
         self._stream_handler = stream_handler
         self._counters = counters
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._queued: deque[Message] = deque()  # decoded, waiting for a dispatch slot
+        self._reading = True
+        self._deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         send_small_writes_at_once(self.transport)
         socket_transport(self.transport).bufferSize = RECEIVE_SIZE
         self._outbox = FrameOutbox(self.transport)
+        self._watch()
 
     def dataReceived(self, data: bytes) -> None:
+        expected = self._decoder.buffered + len(data)
         try:
             messages = self._decoder.feed(data)
         except WireError as e:
             self._counters.bad_frames += 1
             log.info("dropping RPC connection from %s: %s", self.transport.getPeer(), e.reason)
-            self._outbox.close()
+            self._close()
             return
-        for message in messages:
-            defer.ensureDeferred(self._dispatch(message))
+        if self._decoder.buffered < expected:  # a frame completed: the next one gets its own time
+            self._cancel_deadline()
+        self._queued.extend(messages)
+        self._run_queued()
+        self._watch()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.connected = False
+        self._queued.clear()
+        self._cancel_deadline()
+
+    def _run_queued(self) -> None:
+        while self._queued and self._in_flight < self._max_in_flight:
+            self._in_flight += 1
+            done = defer.ensureDeferred(self._dispatch(self._queued.popleft()))
+            done.addBoth(self._finished)
+        if self._queued and self._reading:
+            self._reading = False
+            self.transport.pauseProducing()
+
+    def _finished(self, result: object) -> None:
+        self._in_flight -= 1
+        if not self.connected:
+            return
+        self._run_queued()
+        if not self._queued and not self._reading:
+            self._reading = True
+            self.transport.resumeProducing()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Arm the deadline while the connection owes us a frame: before its first one, or
+        partway through one. It runs from the start of that wait; bytes do not extend it."""
+        owes = not self._decoder.verified or self._decoder.buffered
+        if owes and not self._in_flight and not self._queued:
+            if self._deadline is None:
+                self._deadline = self._clock.callLater(self._idle_timeout, self._timed_out)
+        elif not self._decoder.buffered:
+            self._cancel_deadline()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        self._counters.timeouts += 1
+        log.info(
+            "closing RPC connection from %s: no complete frame within %gs",
+            self.transport.getPeer(),
+            self._idle_timeout,
+        )
+        self._close()
+
+    def _close(self) -> None:
+        self._queued.clear()
+        self._cancel_deadline()
+        self._outbox.close()
 
     async def _dispatch(self, message: Message) -> None:
         if message.type.startswith("gossip."):
@@ -187,7 +267,7 @@ class RpcServerProtocol(protocol.Protocol):
 
     async def _dispatch_stream(self, message: Message) -> None:
         if self._stream_handler is None:
-            self._outbox.close()
+            self._close()
             return
         try:
             reply = self._stream_handler(message)
@@ -197,11 +277,11 @@ class RpcServerProtocol(protocol.Protocol):
             self._counters.bad_frames += 1
             log.info("refusing %s from %s: %s", message.type, self.transport.getPeer(), e.reason)
             self._send("error", {"id": -1, "code": "bad_request", "message": e.reason})
-            self._outbox.close()
+            self._close()
             return
         except Exception:
             log.exception("gossip stream handler failed on %s", message.type)
-            self._outbox.close()
+            self._close()
             return
         if reply is not None:
             self._send(reply.type, reply.body)
@@ -223,14 +303,21 @@ class RpcServerFactory(protocol.Factory):
         codec: Codec,
         handlers: Mapping[str, Handler],
         stream_handler: StreamHandler | None = None,
+        *,
+        clock: IReactorTime,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.codec = codec
         self.handlers = handlers
         self.stream_handler = stream_handler
         self.counters = RpcCounters()
+        self._limits = (clock, idle_timeout, max_in_flight)
 
     def buildProtocol(self, addr: Any) -> RpcServerProtocol:
-        return RpcServerProtocol(self.codec, self.handlers, self.stream_handler, self.counters)
+        return RpcServerProtocol(
+            self.codec, self.handlers, self.stream_handler, self.counters, *self._limits
+        )
 
 
 class RpcClientProtocol(protocol.Protocol):
@@ -246,6 +333,7 @@ class RpcClientProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         send_small_writes_at_once(self.transport)
         self.outbox = FrameOutbox(self.transport)
+        self.outbox.send(self._codec.hello())  # opens the server's limit on frame sizes
 
     def call(self, method: str, args: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         call_id = next(self._ids)

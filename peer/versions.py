@@ -1,7 +1,8 @@
 """Version contexts as clients see them: a vector clock as URL-safe base64 text.
 
 The text is opaque to clients; they echo it back in `X-Qfs-Version` (to resolve siblings) or
-`?version=` (to read one sibling).
+`?version=` (to read one sibling). Anyone holding a token can send any text here, so it is
+decoded with the bounded decoder: at most MAX_VERSION_TEXT characters, one flat map, no tags.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from storage.vclock import VectorClock
+from gossip.cbor import loads
+from storage.vclock import MAX_ENTRIES, VectorClock
 
 MAX_VERSION_TEXT = 4096
 # No counter this cluster issues comes near this: counters start from the wall clock in
@@ -32,8 +34,9 @@ def decode_version(text: str) -> VectorClock:
     except (binascii.Error, ValueError):
         raise ValueError("version context is not base64") from None
     try:
-        clock = VectorClock.decode(raw)
-    except ValueError as e:
+        # A clock is one flat map: depth 1, a key and a counter per entry.
+        clock = VectorClock.from_cbor(loads(raw, max_depth=1, max_items=1 + 2 * MAX_ENTRIES))
+    except ValueError as e:  # BadCBOR is one
         raise ValueError(f"version context is not a vector clock: {e}") from None
     for node, counter in clock.entries.items():
         if counter > MAX_CONTEXT_COUNTER:

@@ -34,6 +34,8 @@ from typing import Any
 import blake3
 import cbor2
 
+from gossip.cbor import excerpt
+from gossip.cbor import loads as cbor_loads
 from peer.coordinator import Coordinator
 from peer.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from peer.permissions import ADMIN_IDENTITY, Identity, check_name
@@ -145,17 +147,23 @@ class TokenRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> TokenRecord:
-        """Parse a stored record; ValueError when malformed."""
+        """Parse a record (it may come from any peer: bounded, no tags); ValueError when
+        malformed."""
         try:
-            fields = cbor2.loads(data)
-            return cls(
-                str(fields["user"]),
-                tuple(str(g) for g in fields["groups"]),
-                bool(fields["admin"]),
-                bytes(fields["d"]),
-            )
-        except Exception as e:  # cbor2 raises several types for bad input
-            raise ValueError(f"malformed token record: {e!r}") from None
+            fields = cbor_loads(data, max_depth=2, max_items=MAX_GROUPS + 16)
+            user, groups = fields["user"], fields["groups"]
+            admin, digest = fields["admin"], fields["d"]
+        except (ValueError, TypeError, KeyError) as e:  # BadCBOR is a ValueError
+            raise ValueError(f"malformed token record: {excerpt(str(e))}") from None
+        if not (
+            isinstance(user, str)
+            and isinstance(groups, list)
+            and all(isinstance(g, str) for g in groups)
+            and isinstance(admin, bool)
+            and isinstance(digest, bytes)
+        ):
+            raise ValueError("malformed token record: wrong field types")
+        return cls(user, tuple(groups), admin, digest)
 
     def identity(self) -> Identity:
         """The identity a request with this token acts as."""

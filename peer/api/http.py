@@ -3,10 +3,23 @@
 Every route is a thin shell over the coordinator. Bad input is answered with a JSON error
 ``{"error", "detail"}`` and a 4xx status; an unexpected failure is a 500 with the same shape and
 a log line, and the peer keeps serving.
+
+Limits that hold before a request is authenticated or routed: a request's headers must arrive
+within the channel's header deadline (it runs from the connection's first byte or the end of
+the previous request, and trickling bytes does not extend it); a body is accepted only up to
+its route's limit (file uploads stream without one, JSON routes take MAX_JSON_BODY, every
+other route SMALL_BODY) and one announced or grown past it is answered 413 at once and the
+connection closed, so nothing is spooled to a temporary file. Uploads larger than
+STREAM_ABOVE and JSON bodies of announced length are not read from the network until their
+route reads them, after the token check; one without a valid token is answered 401 and
+closed, its body never read. Only small uploads, chunked JSON and small bodies of other routes
+arrive whole before routing (at most STREAM_ABOVE, MAX_JSON_BODY and SMALL_BODY bytes).
+`/metrics` counts requests by known route only.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,9 +29,10 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 from zope.interface import implementer
 
+from gossip.cbor import excerpt
 from peer.api.auth import Authenticator
 from peer.api.incoming import BodyLost, IncomingBody
 from peer.body import BodyReader, FileBody
@@ -43,34 +57,157 @@ log = logging.getLogger(__name__)
 Route = Callable[[server.Request, str, Identity], Awaitable[Any]]
 MAX_JSON_BODY = 64 * 1024
 OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
-STREAMED_UPLOADS = b"/v1/files/"
 UPLOAD_BUFFER = 4 * 1024 * 1024  # unread upload bytes a peer holds before pausing the client
 STREAM_ABOVE = 64 * 1024  # smaller uploads arrive whole first: cheaper, nothing to overlap
+SMALL_BODY = 1024  # what a route that takes no body accepts (some clients send "{}" anyway)
+JSON_ROUTES = frozenset(
+    {(b"POST", "/v1/move"), (b"POST", "/v1/copy"), (b"PATCH", "/v1/stat"), (b"POST", "/v1/tokens")}
+)
+HEADER_TIMEOUT = 30.0
+UNKNOWN_ROUTE = "unknown"
+
+
+class ApiChannel(http.HTTPChannel):
+    """twisted.web's HTTP/1.1 channel with a deadline for each request's headers.
+
+    twisted's own idle timer restarts on every byte, so a client sending a header byte every
+    few seconds (slowloris) would hold the connection forever; this deadline does not move.
+    """
+
+    header_timeout = HEADER_TIMEOUT
+    _header_deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._await_headers()
+
+    def allHeadersReceived(self) -> None:
+        self._stop_header_clock()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: http.Request) -> None:
+        super().requestDone(request)
+        if self.persistent and self.transport is not None and not self.transport.disconnecting:
+            self._await_headers()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._stop_header_clock()
+        super().connectionLost(reason)
+
+    def _await_headers(self) -> None:
+        self._stop_header_clock()
+        self._header_deadline = self.callLater(self.header_timeout, self._headers_too_slow)
+
+    def _stop_header_clock(self) -> None:
+        deadline, self._header_deadline = self._header_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        log.info("closing HTTP connection: no complete request headers in %gs", self.header_timeout)
+        self.timeoutConnection()
+
+
+class _Discard:
+    """The content of a refused request: whatever still arrives is dropped."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, offset: int, whence: int = 0) -> None:
+        pass
+
+    def tell(self) -> int:
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class _CappedBody(io.BytesIO):
+    """An in-memory body of unannounced length that refuses to grow past `limit`."""
+
+    def __init__(self, request: StreamingRequest, limit: int) -> None:
+        super().__init__()
+        self._request = request
+        self._limit = limit
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self._limit:
+            self._request.refuse_body(self._limit)
+            return 0
+        return super().write(data)
+
+
+UPLOAD, JSON, NO_BODY = "upload", "json", "none"
+
+
+def body_kind(command: bytes, raw_path: bytes) -> str:
+    """What body the route of this request line takes: a file upload (streamed, no limit),
+    JSON (at most MAX_JSON_BODY) or none (at most SMALL_BODY)."""
+    prefix = _split_route(raw_path.partition(b"?")[0])[0]
+    if command == b"PUT" and prefix == "/v1/files":
+        return UPLOAD
+    return JSON if (command, prefix) in JSON_ROUTES else NO_BODY
 
 
 class StreamingRequest(server.Request):
     """A request whose file upload (PUT /v1/files/..., over STREAM_ABOVE bytes or of unknown
     length) is routed as soon as its headers are in, its body handed to the coordinator as it
     arrives (`peer.api.incoming.IncomingBody`) instead of spooled to a temp file first: upload and
-    replication overlap, and no byte of it is written to this peer's disk twice. Every other
-    request is twisted.web's usual one.
+    replication overlap, and no byte of it is written to this peer's disk twice. A JSON body of
+    announced length is routed early too, so that it is read only after the token is checked.
+    Bodies past their route's limit are refused here (`refuse_body`). Every other request is
+    twisted.web's usual one, in memory.
     """
 
     body: IncomingBody | None = None
+    refused = False
 
     def gotLength(self, length: int | None) -> None:
         channel = self.channel  # the request line is known here only to the channel
-        if (
-            (length is None or length > STREAM_ABOVE)
-            and channel._command == b"PUT"
-            and channel._path.startswith(STREAMED_UPLOADS)
-        ):
-            self.body = self.content = IncomingBody(self.transport, UPLOAD_BUFFER)
-            super().requestReceived(channel._command, channel._path, channel._version)
+        kind = body_kind(channel._command, channel._path)
+        limit = MAX_JSON_BODY if kind == JSON else SMALL_BODY
+        if kind == UPLOAD and (length is None or length > STREAM_ABOVE):
+            self._route_now(UPLOAD_BUFFER)
+        elif kind == JSON and length and length <= limit:
+            self._route_now(limit)
+        elif kind == UPLOAD or (length is not None and length <= limit):
+            super().gotLength(length)  # at most STREAM_ABOVE or SMALL_BODY: in memory
+        elif length is None:
+            self.content = _CappedBody(self, limit)
         else:
-            super().gotLength(length)
+            self.refuse_body(limit)
+
+    def _route_now(self, high_water: int) -> None:
+        """Route the request before its body: the route reads it, after the token check."""
+        channel = self.channel
+        self.body = self.content = IncomingBody(self.transport, high_water)
+        self.body.hold()
+        super().requestReceived(channel._command, channel._path, channel._version)
+
+    def refuse_body(self, limit: int) -> None:
+        """Answer 413 now and close the connection, before the body is read or stored."""
+        if self.refused:
+            return
+        self.refused = True
+        self.content = _Discard()
+        payload = _error_json(
+            "payload_too_large", f"this route takes a body of at most {limit} bytes"
+        )
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(payload), payload)
+        )
+        self.channel.loseConnection()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.refused:
+            return
         if self.body is None:
             super().requestReceived(command, path, version)
         else:
@@ -144,23 +281,25 @@ class ApiResource(resource.Resource):
             (b"GET", "/healthz"): self.health,
             (b"GET", "/metrics"): self.metrics,
         }
+        self._prefixes = frozenset(prefix for _, prefix in self._routes)
 
     def render(self, request: server.Request) -> Any:
         defer.ensureDeferred(self._serve(request))
         return server.NOT_DONE_YET
 
     async def _serve(self, request: server.Request) -> None:
-        route_name = "unknown"
+        route_name = UNKNOWN_ROUTE
         try:
             prefix, rest = _split_route(request.path)
-            route_name = prefix
             route = self._routes.get((request.method, prefix))
             if route is None:
-                if any(p == prefix for _, p in self._routes):
+                if prefix in self._prefixes:
+                    route_name = prefix
                     raise MethodNotAllowed(
-                        f"{request.method.decode()} is not supported on {prefix}"
+                        f"{excerpt(request.method.decode('latin-1'))} is not supported on {prefix}"
                     )
-                raise NotFound(f"no route {request.path.decode('latin-1')!r}")
+                raise NotFound(f"no route {excerpt(request.path.decode('latin-1'), 80)}")
+            route_name = prefix
             identity = ADMIN_IDENTITY
             if self.auth is not None and prefix not in OPEN_ROUTES:
                 identity = await self.auth.identify(
@@ -289,7 +428,7 @@ class ApiResource(resource.Resource):
     async def _transfer(
         self, request: server.Request, identity: Identity, move: bool
     ) -> dict[str, Any]:
-        body = _json_body(request)
+        body = await _json_body(request)
         if not isinstance(body, dict) or not {"from", "to"} <= set(body) <= {
             "from",
             "to",
@@ -313,7 +452,7 @@ class ApiResource(resource.Resource):
     async def set_attrs(
         self, request: server.Request, rest: str, identity: Identity
     ) -> tuple[int, Any]:
-        body = _json_body(request)
+        body = await _json_body(request)
         if not isinstance(body, dict) or not body or not set(body) <= {"mode", "owner", "group"}:
             raise BadRequest('expected {"mode": "0640"} and/or {"owner": USER, "group": GROUP}')
         mode = parse_mode(body["mode"]) if "mode" in body else None
@@ -334,7 +473,7 @@ class ApiResource(resource.Resource):
         self, request: server.Request, rest: str, identity: Identity
     ) -> tuple[int, Any]:
         tokens = self._tokens(identity)
-        return 201, await tokens.create(_json_body(request))
+        return 201, await tokens.create(await _json_body(request))
 
     async def list_tokens(
         self, request: server.Request, rest: str, identity: Identity
@@ -419,9 +558,13 @@ def _flag_arg(request: server.Request, name: str) -> bool:
     raise BadRequest(f"query parameter {name}={text!r} is not 1 or 0")
 
 
-def _json_body(request: server.Request) -> Any:
-    request.content.seek(0)
-    raw = request.content.read(MAX_JSON_BODY + 1)
+async def _json_body(request: server.Request) -> Any:
+    body = getattr(request, "body", None)
+    if body is not None:  # routed before its body arrived (see StreamingRequest)
+        raw = await body.read(MAX_JSON_BODY + 1)
+    else:
+        request.content.seek(0)
+        raw = request.content.read(MAX_JSON_BODY + 1)
     if len(raw) > MAX_JSON_BODY:
         raise BadRequest(f"JSON body larger than {MAX_JSON_BODY} bytes")
     try:
@@ -450,11 +593,16 @@ def _upload_body(request: server.Request) -> BodyReader:
 
 async def _send_json(request: server.Request, status: int, body: Any) -> None:
     """Answer with a JSON body. An upload's unread body is dropped and its end awaited first:
-    twisted's channel can only answer a request whose body it has read."""
+    twisted's channel can only answer a request whose body it has read, except by closing the
+    connection after the answer, which is what a 401 does."""
     upload = getattr(request, "body", None)
     if upload is not None:
         upload.discard()
-        await upload.settled()
+        if status == 401:  # an unauthenticated sender gets no more of our time: answer, close
+            request.channel.persistent = False
+            request.setHeader("connection", "close")
+        else:
+            await upload.settled()
     if request.finished or request._disconnected:
         return
     payload = json.dumps(body).encode() + b"\n"
@@ -463,6 +611,10 @@ async def _send_json(request: server.Request, status: int, body: Any) -> None:
     request.setHeader("content-length", str(len(payload)))
     request.write(payload)
     request.finish()
+
+
+def _error_json(error: str, detail: str) -> bytes:
+    return json.dumps({"error": error, "detail": detail}).encode() + b"\n"
 
 
 def _http_date(timestamp: float) -> str:

@@ -74,6 +74,13 @@ class IncomingBody:
         self._wake()
         self._settle()
 
+    def hold(self) -> None:
+        """Read nothing more from the client until the first `read` (or `discard`): the
+        request is not authenticated yet, and only what one network read brought is kept."""
+        if not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
     # -- the reader side -------------------------------------------------------------------
 
     async def read(self, size: int) -> bytes:

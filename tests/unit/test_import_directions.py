@@ -39,6 +39,7 @@ PURE = (
     "gossip.updates",
     "gossip.wire",
     "gossip.crypto",
+    "gossip.cbor",
     "gossip.sim",
     "peer.quorum",
     "peer.ring",

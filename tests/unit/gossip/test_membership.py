@@ -116,7 +116,7 @@ def test_slow_member_does_not_get_healthy_peers_declared_dead() -> None:
 def test_dissemination_respects_retransmit_limit_and_datagram_bound() -> None:
     codec = Codec(b"k" * 32)  # with a MAC, the largest envelope
     a = Membership(
-        "a" * 100,
+        "a" * 64,
         Meta("x" * 64, ("127.0.0.1", 1), ("127.0.0.1", 2), 1),
         codec=codec,
         rng=random.Random(1),
@@ -127,7 +127,7 @@ def test_dissemination_respects_retransmit_limit_and_datagram_bound() -> None:
     records = [
         [
             "a",
-            f"member-{i:03d}-" + "n" * 80,
+            f"member-{i:03d}-" + "n" * 53,
             0,
             "i" * 64,
             "127.0.0.1",
@@ -171,7 +171,13 @@ def test_garbage_changes_nothing() -> None:
         # a valid update followed by a bad one: nothing of the message is applied
         Message(GOSSIP, {"from": "b", "u": [["s", "b", 0, "c"], ["a", "b"]]}),
         Message(GOSSIP, {"from": "b", "u": [["d", "a", 9, "c"], ["z", "b", 1, "c"]]}),
-        Message("gossip.pingreq", {"from": "b", "seq": 1, "to": "c", "ta": ["h"]}),
+        Message("gossip.pingreq", {"from": "b", "seq": 1}),  # no target
+        # names and addresses that would reach a terminal or a connect() unchecked
+        Message(GOSSIP, {"from": "b\x1b[2J"}),
+        Message(GOSSIP, {"from": "b", "u": [["a", "c\x1b]0;x\x07", 0, "id", "h", 1, "h", 2, 1]]}),
+        Message(GOSSIP, {"from": "b", "u": [["a", "c", 0, "id", "h\n", 1, "h", 2, 1]]}),
+        Message(GOSSIP, {"from": "b", "u": [["a", "c", 0, "id", "h", 1, "-h", 2, 1]]}),
+        Message(GOSSIP, {"from": "b", "u": [["a", "c", 0, "i d", "h", 1, "h", 2, 1]]}),
     ]
     for msg in bad:
         with pytest.raises(BadMessage):

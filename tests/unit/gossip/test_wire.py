@@ -4,6 +4,7 @@ import contextlib
 import random
 import struct
 
+import blake3
 import cbor2
 import pytest
 from hypothesis import given, settings
@@ -11,13 +12,18 @@ from hypothesis import strategies as st
 
 from gossip.wire import (
     DEFAULT_MAX_FRAME,
+    FIRST_FRAME_MAX,
+    HELLO,
+    KEY_CONTEXT,
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
+    TYPE_PATTERN,
     Codec,
     Message,
     WireError,
     load_cluster_key,
 )
+from tests.hostile_cbor import cpu_of, hostile_bytes, plain_values
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -35,7 +41,7 @@ cbor_values = st.recursive(
     max_leaves=20,
 )
 bodies = st.dictionaries(st.text(max_size=12), cbor_values, max_size=6)
-types = st.text(min_size=1, max_size=20)
+types = st.from_regex(TYPE_PATTERN, fullmatch=True).filter(lambda t: t != HELLO)
 codecs = st.sampled_from([Codec(), Codec(KEY)])
 
 
@@ -114,10 +120,11 @@ def test_unknown_version_is_rejected_with_its_number() -> None:
         ([PROTOCOL_VERSION, "ping"], "array"),
         ({"type": "ping"}, "array"),
         ([True, "ping", {}], "version must be an integer"),
-        ([PROTOCOL_VERSION, "", {}], "non-empty string"),
-        ([PROTOCOL_VERSION, 5, {}], "non-empty string"),
+        ([PROTOCOL_VERSION, "", {}], "not a valid type name"),
+        ([PROTOCOL_VERSION, 5, {}], "not a valid type name"),
+        ([PROTOCOL_VERSION, "pi\x1b[2Jng", {}], r"'pi\\x1b\[2Jng' is not a valid type name"),
         ([PROTOCOL_VERSION, "ping", []], "map with string keys"),
-        ([PROTOCOL_VERSION, "ping", {1: 2}], "map with string keys"),
+        ([PROTOCOL_VERSION, "ping", {1: 2}], "map keys must be text strings"),
     ],
 )
 def test_wrong_shapes_are_named(payload, reason) -> None:
@@ -200,3 +207,54 @@ def test_cluster_key_file(tmp_path) -> None:
         load_cluster_key(path)
     with pytest.raises(WireError, match="missing"):
         load_cluster_key(tmp_path / "missing")
+
+
+def test_a_server_decoder_holds_the_first_frame_small_until_it_is_verified() -> None:
+    codec = Codec(KEY)
+    big = codec.frame("block.put", {"data": b"x" * FIRST_FRAME_MAX})
+    with pytest.raises(WireError, match="before the connection is authenticated"):
+        codec.frame_decoder(FIRST_FRAME_MAX).feed(big[:4])
+    decoder = codec.frame_decoder(FIRST_FRAME_MAX)
+    assert decoder.feed(codec.hello()) == []  # consumed, never handed on
+    assert decoder.verified
+    assert [m.type for m in decoder.feed(big)] == ["block.put"]
+
+
+def test_a_forged_hello_does_not_open_the_connection() -> None:
+    decoder = Codec(KEY).frame_decoder(FIRST_FRAME_MAX)
+    with pytest.raises(WireError, match="bad MAC"):
+        decoder.feed(Codec(OTHER_KEY).hello())
+    assert not decoder.verified
+
+
+@settings(deadline=None, max_examples=60)
+@given(payload=hostile_bytes, codec=codecs)
+def test_bombs_in_datagrams_and_frames_are_refused_cheaply(payload: bytes, codec: Codec) -> None:
+    message = codec_seal(codec, payload)
+    frame = struct.pack(">I", len(message)) + message
+    with pytest.raises(WireError):
+        codec.decode(message)
+    with pytest.raises(WireError):
+        codec.frame_decoder().feed(frame)
+    assert cpu_of(lambda: codec.decode(message)) < 0.05
+    assert cpu_of(lambda: codec.frame_decoder(FIRST_FRAME_MAX).feed(frame)) < 0.05
+
+
+@given(codec=codecs, body=plain_values)
+def test_errors_quote_no_more_than_a_short_prefix(codec: Codec, body) -> None:
+    message = codec_seal(codec, cbor2.dumps([PROTOCOL_VERSION, "x" * 30 + "\x1b", body]))
+    try:
+        codec.decode(message)
+    except WireError as e:
+        assert len(e.reason) < 200 and "\x1b" not in e.reason
+
+
+def codec_seal(codec: Codec, payload: bytes) -> bytes:
+    """`payload` (any bytes) inside a valid header and MAC for `codec`: what an insider sends."""
+    good = codec.encode("x", {})
+    header = good[:2]
+    if not codec.authenticated:
+        return header + payload
+    mac = blake3.blake3(header, key=blake3.blake3(KEY, derive_key_context=KEY_CONTEXT).digest())
+    mac.update(payload)
+    return header + mac.digest() + payload

@@ -2,6 +2,8 @@
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peer.manifest import (
     DIRECTORY,
@@ -15,6 +17,12 @@ from peer.manifest import (
 )
 from peer.versions import decode_version, encode_version
 from storage.vclock import VectorClock
+from tests.hostile_cbor import cpu_of, hostile_bytes, mutated, plain_values
+
+MANIFEST_FIELDS = [
+    "size", "mtime", "mode", "blake3", "blocks", "inline", "owner", "group", "writer",
+    "content_clock", "attrs_clock", "type", "moving_from",
+]  # fmt: skip
 
 
 def test_manifest_round_trip_blocks_and_inline() -> None:
@@ -59,3 +67,34 @@ def test_version_text_round_trip_and_garbage() -> None:
     for bad in ["", "!!!", "a" * 5000, "aGVsbG8"]:
         with pytest.raises(ValueError, match="version context"):
             decode_version(bad)
+
+
+@settings(deadline=None, max_examples=60)
+@given(hostile_bytes | mutated())
+def test_hostile_manifest_and_entry_bytes_are_value_errors_cheaply(data: bytes) -> None:
+    for decode in (Manifest.decode, Entry.decode):
+        try:
+            decode(data)
+        except ValueError as e:
+            assert len(str(e)) < 200
+        assert cpu_of(lambda decode=decode: decode(data)) < 0.05
+
+
+@given(st.dictionaries(st.sampled_from(MANIFEST_FIELDS), plain_values, max_size=12))
+def test_maps_of_any_field_values_are_manifests_or_short_value_errors(fields: dict) -> None:
+    data = cbor2.dumps(fields)
+    for decode in (Manifest.decode, Entry.decode):
+        try:
+            decode(data)
+        except ValueError as e:
+            assert len(str(e)) < 200
+
+
+def test_fields_are_type_checked_not_coerced() -> None:
+    good = {"size": 1, "mtime": 0.5, "mode": 0o644, "blake3": "h", "blocks": [["b", 1]]}
+    assert Manifest.decode(cbor2.dumps(good)).size == 1
+    for name, bad in [("size", "1"), ("size", True), ("mode", 1.0), ("blake3", [1]),
+                      ("blocks", [["b", "1"]]), ("owner", ["x" * 10_000])]:
+        with pytest.raises(ValueError, match=name.rstrip("s")) as caught:
+            Manifest.decode(cbor2.dumps({**good, name: bad}))
+        assert len(str(caught.value)) < 200

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from twisted.internet import abstract, defer
+from twisted.internet import abstract, defer, task
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 
-from gossip.wire import Codec, Message, WireError
+from gossip.wire import FIRST_FRAME_MAX, Codec, Message, WireError
 from peer.rpc import FrameOutbox, RpcClientProtocol, RpcError, RpcServerFactory
 
 CODEC = Codec(b"k" * 32)
@@ -24,9 +24,15 @@ def crash(message: Message) -> dict:
     raise RuntimeError("bug")
 
 
-def serve(stream_handler=None) -> tuple[RpcServerFactory, object, StringTransport]:
+def serve(
+    stream_handler=None, clock: task.Clock | None = None, **limits
+) -> tuple[RpcServerFactory, object, StringTransport]:
     factory = RpcServerFactory(
-        CODEC, {"echo": echo, "fail": slow_fail, "crash": crash}, stream_handler
+        CODEC,
+        {"echo": echo, "fail": slow_fail, "crash": crash},
+        stream_handler,
+        clock=clock or task.Clock(),
+        **limits,
     )
     server = factory.buildProtocol(None)
     transport = StringTransport()
@@ -39,7 +45,7 @@ def replies(transport: StringTransport) -> list[Message]:
 
 
 def test_a_call_gets_its_reply_over_a_connected_pair() -> None:
-    factory = RpcServerFactory(CODEC, {"echo": echo})
+    factory = RpcServerFactory(CODEC, {"echo": echo}, clock=task.Clock())
     client = RpcClientProtocol(CODEC)
     server = factory.buildProtocol(None)
     pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client))
@@ -200,3 +206,86 @@ def test_closing_with_blocks_queued_drops_them_and_still_closes() -> None:
     closed = pipe.drain()
     assert bytes(pipe.sent) == first
     assert closed is not None and pipe.producer is None
+
+
+def test_a_large_first_frame_is_refused_before_it_is_buffered() -> None:
+    factory, server, transport = serve()
+    server.dataReceived(CODEC.frame("echo", {"id": 1, "args": {"x": b"x" * FIRST_FRAME_MAX}})[:9])
+    assert transport.disconnecting
+    assert factory.counters.bad_frames == 1
+
+
+def test_after_the_hello_large_frames_are_served() -> None:
+    _factory, server, transport = serve()
+    server.dataReceived(CODEC.hello())
+    server.dataReceived(CODEC.frame("echo", {"id": 1, "args": {"x": b"x" * FIRST_FRAME_MAX}}))
+    (reply,) = replies(transport)
+    assert reply.body["result"] == {"echo": {"x": b"x" * FIRST_FRAME_MAX}}
+
+
+def test_the_client_opens_with_a_hello() -> None:
+    client = RpcClientProtocol(CODEC)
+    transport = StringTransport()
+    client.makeConnection(transport)
+    assert transport.value() == CODEC.hello()
+
+
+def test_a_connection_that_never_sends_a_frame_is_closed_after_the_timeout() -> None:
+    clock = task.Clock()
+    factory, _server, transport = serve(clock=clock, idle_timeout=5)
+    clock.advance(4.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+    assert factory.counters.timeouts == 1
+
+
+def test_trickling_a_partial_frame_does_not_extend_its_deadline() -> None:
+    clock = task.Clock()
+    _factory, server, transport = serve(clock=clock, idle_timeout=5)
+    server.dataReceived(CODEC.hello())
+    frame = CODEC.frame("echo", {"id": 1, "args": {"x": b"x" * 100}})
+    clock.advance(60)  # an authenticated connection may sit idle between calls
+    assert not transport.disconnecting
+    for byte in range(20):
+        server.dataReceived(frame[byte : byte + 1])
+        clock.advance(0.3)
+    assert transport.disconnecting
+
+
+def test_a_steady_stream_of_frames_is_never_cut_off() -> None:
+    clock = task.Clock()
+    _factory, server, transport = serve(clock=clock, idle_timeout=5)
+    server.dataReceived(CODEC.hello())
+    frame = CODEC.frame("echo", {"id": 1, "args": {}})
+    stream = frame * 40
+    for i in range(0, len(stream), 7):  # always partway through some frame
+        server.dataReceived(stream[i : i + 7])
+        clock.advance(0.5)
+    assert not transport.disconnecting
+    assert len(replies(transport)) == 40
+
+
+def test_dispatches_in_flight_are_bounded_and_reading_pauses() -> None:
+    gates: list[defer.Deferred] = []
+
+    async def wait(message: Message) -> dict:
+        gate: defer.Deferred = defer.Deferred()
+        gates.append(gate)
+        await gate
+        return {}
+
+    factory = RpcServerFactory(CODEC, {"wait": wait}, clock=task.Clock(), max_in_flight=3)
+    server = factory.buildProtocol(None)
+    transport = StringTransport()
+    server.makeConnection(transport)
+    server.dataReceived(b"".join(CODEC.frame("wait", {"id": i, "args": {}}) for i in range(10)))
+    assert len(gates) == 3
+    assert transport.producerState == "paused"
+    while len(gates) < 10:
+        gates[len(replies(transport))].callback(None)
+        assert len(gates) - len(replies(transport)) <= 3
+    for gate in gates[len(replies(transport)) :]:
+        gate.callback(None)
+    assert transport.producerState == "producing"
+    assert len(replies(transport)) == 10
