@@ -138,13 +138,18 @@ class Replica:
 
         return checked
 
-    async def store_block(self, data: bytes, block: str) -> None:
-        """Store a block here durably, noted first for garbage collection (peer.pins)."""
-        self.activity.note([block])
+    async def store_block(self, data: bytes, block: str, *, repair: bool = False) -> None:
+        """Store a block here durably. A write's block is noted first for garbage collection
+        (peer.pins); a repair's copy is not: moving a block around references nothing, and
+        noting every copy anti-entropy makes would keep unreferenced blocks alive for good."""
+        if not repair:
+            self.activity.note([block])
         await self._run(self.blocks.put, data, block)
 
     async def block_has(self, message: Message) -> dict[str, Any]:
         hashes = _string_list(message, "hashes")
+        if message.field("repair", bool, default=False):  # a check, not a writer's dedup
+            return {"have": await self._run(lambda: [self._present(h) for h in hashes])}
         self.activity.note(hashes)  # a writer asking may reference them instead of sending
         have = await self._run(lambda: [self._has(h) for h in hashes])
         return {"have": have}
@@ -157,12 +162,19 @@ class Replica:
         except ValueError:
             return False
 
+    def _present(self, block: str) -> bool:
+        try:
+            return self.blocks.has(block)
+        except ValueError:
+            return False
+
     async def block_put(self, message: Message) -> dict[str, Any]:
         block = message.field("hash", str)
         data = message.field("data", bytes)
         hint_for = message.field("hint_for", str, default=None)
+        repair = message.field("repair", bool, default=False)
         try:
-            await self.store_block(data, block)
+            await self.store_block(data, block, repair=repair)
         except HashMismatch as e:
             raise RpcError("hash_mismatch", str(e)) from None
         except ValueError as e:

@@ -241,7 +241,7 @@ class AntiEntropy:
             reply = await self._coordinator.call(partner, "block.get", {"hash": block})
             data = reply.get("data")
             if isinstance(data, bytes):
-                await self._replica.store_block(data, block)
+                await self._replica.store_block(data, block, repair=True)
                 self.counters.blocks_pulled += 1
                 self.counters.bytes_moved += len(data)
         for block in sorted(mine - theirs):
@@ -249,7 +249,8 @@ class AntiEntropy:
                 data = await self._run(self._replica.blocks.get, block)
             except BlockError:
                 continue  # corrupt here (now quarantined): the partner keeps its copy
-            await self._coordinator.call(partner, "block.put", {"hash": block, "data": data})
+            args = {"hash": block, "data": data, "repair": True}
+            await self._coordinator.call(partner, "block.put", args)
             self.counters.blocks_pushed += 1
             self.counters.bytes_moved += len(data)
 
@@ -293,14 +294,16 @@ class AntiEntropy:
         mark = self._replica.activity.mark()
         try:
             for home in homes:
-                reply = await self._coordinator.call(home, "block.has", {"hashes": [block]})
+                args = {"hashes": [block], "repair": True}
+                reply = await self._coordinator.call(home, "block.has", args)
                 if reply.get("have") == [True]:
                     continue
                 try:
                     data = await self._run(self._replica.blocks.get, block)
                 except BlockError:
                     return False  # unreadable here: the homes get it from elsewhere
-                await self._coordinator.call(home, "block.put", {"hash": block, "data": data})
+                args = {"hash": block, "data": data, "repair": True}
+                await self._coordinator.call(home, "block.put", args)
             activity, blocks = self._replica.activity, self._replica.blocks
             return await self._run(activity.delete_unless_noted, block, mark, blocks.delete)
         finally:

@@ -185,6 +185,7 @@ class GarbageCollector:
             return self._skip("this peer's data is still being checked against the cluster")
         other = self._swept_by_other_at
         if other is not None and self._monotonic() - other < self._interval:
+            self.counters.last_skip_reason = ""
             return  # another peer is running the rounds
 
         cluster = self._coordinator.cluster
@@ -236,6 +237,7 @@ class GarbageCollector:
         except (RpcError, WireError, KeyError, TypeError, ValueError) as e:
             return self._skip(f"a peer did not answer: {e}")
         self.counters.rounds += 1
+        self.counters.last_skip_reason = ""
 
     async def _ask(self, member: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if member == self._coordinator.cluster.self_id:
