@@ -12,6 +12,7 @@ agent's ``StreamServer``) routes every stream message whose type starts with ``g
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,10 @@ class GossipService(Service):
         leave_timeout: float = 3.0,
         sealer: DatagramSealer | None = None,
         tls_for: Callable[[Addr, IStreamClientEndpoint], IStreamClientEndpoint] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`wall_clock` dates sealed datagrams (their sequence numbers are wall-clock time, to
+        stay fresh across restarts); every timer runs on the reactor's own clock."""
         self.name = name
         self.node_id = node_id
         self.host = host
@@ -87,6 +91,7 @@ class GossipService(Service):
         self.seeds = list(seeds)
         self.codec = codec
         self.sealer = sealer
+        self._wall_clock = wall_clock
         self._tls_for = tls_for
         self.config = config or Config()
         self.counters = GossipCounters()
@@ -196,7 +201,7 @@ class GossipService(Service):
             return
         try:
             if self.sealer is not None:
-                _, data = self.sealer.open(data, self._reactor.seconds())
+                _, data = self.sealer.open(data, self._wall_clock())
             msg = self.codec.decode(data)
             effects = self._core.handle(msg, addr, self._reactor.seconds())
         except (WireError, BadMessage) as e:
@@ -231,7 +236,7 @@ class GossipService(Service):
             return
         data = self.codec.encode(e.type, e.body)
         if self.sealer is not None:
-            data = self.sealer.seal(data, self._reactor.seconds())
+            data = self.sealer.seal(data, self._wall_clock())
         try:
             self._udp.write(data, e.addr)  # type: ignore[attr-defined]
         except OSError as err:

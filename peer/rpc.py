@@ -315,8 +315,12 @@ class RpcServerFactory(protocol.Factory):
         self._limits = (clock, idle_timeout, max_in_flight)
 
     def buildProtocol(self, addr: Any) -> RpcServerProtocol:
+        return self.protocol_with(self.stream_handler)
+
+    def protocol_with(self, stream_handler: StreamHandler | None) -> RpcServerProtocol:
+        """A server protocol of this factory whose stream messages go to `stream_handler`."""
         return RpcServerProtocol(
-            self.codec, self.handlers, self.stream_handler, self.counters, *self._limits
+            self.codec, self.handlers, stream_handler, self.counters, *self._limits
         )
 
 

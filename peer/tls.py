@@ -228,7 +228,7 @@ class MemberRpcServerFactory(RpcServerFactory):
             return handler(message) if handler is not None else None
 
         checking: StreamHandler = checked
-        built.append(RpcServerProtocol(self.codec, self.handlers, checking, self.counters))
+        built.append(self.protocol_with(checking))
         return built[0]
 
 
