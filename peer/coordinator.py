@@ -325,6 +325,8 @@ class Coordinator:
         try:
             tally = await quorum.result()
         except Unavailable:
+            if len(counted) > len(groups):  # some home was believed to be filling
+                await quorum.finished  # hear every reply: has that home become ready since?
             if any(self._learned_readiness(quorum.tally)):
                 return None  # planned on readiness that changed: plan again
             raise

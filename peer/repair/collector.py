@@ -208,7 +208,10 @@ class GarbageCollector:
             if stale:
                 return self._skip(f"being rebuilt after missing a sweep: {', '.join(stale)}")
             round_id = f"{cluster.self_id}:{next(self._rounds)}"
-            begin = {"round": round_id, "proposal": swept + 1}
+            # Above every round any member took part in: a peer away since keeps a lower one,
+            # so a sweep of this round shows its data predates it.
+            proposal = max(int(g["accounted"]) for g in generations) + 1
+            begin = {"round": round_id, "proposal": proposal}
             keep: set[str] = set()
             known: set[str] = set()
             for member in members:
@@ -225,7 +228,7 @@ class GarbageCollector:
             tombstones = await self._purgeable(members)
             sweep = {
                 "round": round_id,
-                "generation": swept + 1,
+                "generation": proposal,
                 "keep": sorted(keep),
                 "tombstones": [[k, [sibling_to_wire(s) for s in v]] for k, v in tombstones],
             }
@@ -286,11 +289,10 @@ class GarbageCollector:
         proposal = message.field("proposal", int)
         if not self._replica.state.verified:
             raise RpcError("starting", "this peer's data is still being checked")
-        if not self.state.swept < proposal <= self.state.accounted + 1:
+        if proposal <= self.state.swept:
             raise RpcError(
                 "bad_round",
-                f"round {proposal} does not follow this peer's rounds "
-                f"(accounted {self.state.accounted}, swept {self.state.swept})",
+                f"round {proposal} is not after this peer's last sweep ({self.state.swept})",
             )
         if proposal > self.state.accounted:
             self.state.accounted = proposal
