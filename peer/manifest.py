@@ -13,6 +13,9 @@
   means "this version's own clock". A chmod that races with a content write on another peer
   leaves two siblings that `merge_versions` folds into one: the newest content with the newest
   attributes. Only content written concurrently is a conflict.
+- `meta` holds what a front end stores with a file's content, as text pairs (the S3 API's
+  ETag, Content-Type, x-amz-meta-*); it travels with the content through moves and copies, and
+  a file's entry mirrors its "etag" so that a listing needs no manifest reads.
 """
 
 from __future__ import annotations
@@ -95,11 +98,16 @@ class Manifest:
     writer: str = ""
     content_clock: VectorClock | None = None
     attrs_clock: VectorClock | None = None
+    meta: tuple[tuple[str, str], ...] = ()
 
     @property
     def attrs(self) -> Attrs:
         """Owner, group and mode."""
         return Attrs(self.owner, self.group, self.mode)
+
+    def meta_value(self, name: str) -> str | None:
+        """The value `name` in `meta`, if set."""
+        return next((v for k, v in self.meta if k == name), None)
 
     def with_attrs(self, attrs: Attrs) -> Manifest:
         """This manifest with other owner, group and mode."""
@@ -119,6 +127,7 @@ class Manifest:
                 "group": self.group,
                 "writer": self.writer,
                 **_clocks(self.content_clock, self.attrs_clock),
+                **({"meta": [list(pair) for pair in self.meta]} if self.meta else {}),
             }
         )
 
@@ -138,6 +147,7 @@ class Manifest:
                 owner=str(fields.get("owner", ADMIN)),
                 group=str(fields.get("group", ADMIN)),
                 writer=str(fields.get("writer", "")),
+                meta=tuple((str(k), str(v)) for k, v in fields.get("meta", ())),
                 **_decode_clocks(fields),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -165,6 +175,7 @@ class Entry:
     content_clock: VectorClock | None = None
     attrs_clock: VectorClock | None = None
     moving_from: str | None = None
+    etag: str | None = None
 
     @property
     def attrs(self) -> Attrs:
@@ -187,6 +198,7 @@ class Entry:
             manifest.group,
             manifest.content_clock,
             manifest.attrs_clock,
+            etag=manifest.meta_value("etag"),
         )
 
     @classmethod
@@ -209,6 +221,8 @@ class Entry:
         }
         if self.moving_from is not None:
             fields["moving_from"] = self.moving_from
+        if self.etag is not None:
+            fields["etag"] = self.etag
         return cbor2.dumps(fields)
 
     @classmethod
@@ -219,6 +233,7 @@ class Entry:
         if kind not in (FILE, DIRECTORY):
             raise ValueError(f"malformed directory entry: type {kind!r}")
         moving_from = fields.get("moving_from")
+        etag = fields.get("etag")
         try:
             return cls(
                 kind,
@@ -228,6 +243,7 @@ class Entry:
                 str(fields.get("owner", ADMIN)),
                 str(fields.get("group", ADMIN)),
                 moving_from=None if moving_from is None else str(moving_from),
+                etag=None if etag is None else str(etag),
                 **_decode_clocks(fields),
             )
         except (TypeError, ValueError) as e:

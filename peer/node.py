@@ -38,6 +38,8 @@ from gossip.wire import MAX_DATAGRAM, Codec, WireError, load_cluster_key
 from peer.allocator import keep_buffers_in_heap
 from peer.api.auth import Authenticator
 from peer.api.http import ApiResource, StreamingRequest
+from peer.api.s3.keys import S3Keys
+from peer.api.s3.server import S3Request, S3Resource
 from peer.cluster import ClusterView
 from peer.cluster_setup import ClusterDir
 from peer.config import PeerConfig
@@ -191,11 +193,13 @@ class Node(service.MultiService):
         self.rpc = rpc_factory_class(self.codec, handlers, self.gossip.handle_stream_message)
         self.requests: dict[tuple[str, int], int] = {}
         auth = None
+        s3_keys = None
         if config.admin_token_file is not None:
             admin_token = config.admin_token_file.read_text().strip()
             auth = Authenticator(admin_token, self.coordinator, reactor.seconds)
+            s3_keys = S3Keys(admin_token, self.coordinator, reactor.seconds)
         self.api = ApiResource(
-            self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
+            self.coordinator, self.cluster_json, self.metrics_text, self._count, auth, s3_keys
         )
         self.site = _ApiSite(self.api, requestFactory=StreamingRequest)
         self.site.displayTracebacks = False
@@ -220,6 +224,16 @@ class Node(service.MultiService):
         internet.TCPServer(config.http, http_factory, interface=config.http_bind).setServiceParent(
             self
         )
+        if config.s3_port is not None:  # the S3 API beside the HTTP API, HTTPS when it is
+            s3 = S3Resource(self.coordinator, s3_keys, reactor.seconds, self._count)
+            s3_site = _ApiSite(s3, requestFactory=S3Request)
+            s3_site.displayTracebacks = False
+            s3_factory: Any = NoDelayFactory(s3_site)
+            if self.tls is not None:
+                s3_factory = BulkTLSFactory(self.tls.https_server(), False, s3_factory)
+            internet.TCPServer(
+                config.s3_port, s3_factory, interface=config.http_bind
+            ).setServiceParent(self)
         self.registry = CollectorRegistry()
         self.registry.register(_NodeCollector(self))
 
