@@ -137,6 +137,8 @@ async def list_keys(
         return  # no key below an empty or dot name exists
     directory = bucket_path + ("/" + base.rstrip("/") if base else "")
     items = walk(fetch, directory, base, name_prefix, after, delimiter == "/")
+    if base and not name_prefix and (after is None or base > after):
+        items = _with_marker(fetch, items, directory, base)
     if delimiter in (None, "", "/"):
         async for item in items:
             yield item
@@ -152,3 +154,22 @@ async def list_keys(
         if common != last_prefix and (after is None or common > after):
             yield Item(common, None)
         last_prefix = common
+
+
+async def _with_marker(
+    fetch: FetchPage, items: AsyncIterator[Item], directory: str, base: str
+) -> AsyncIterator[Item]:
+    """`items`, or when there are none and `directory` is an empty directory, the key
+    ``base`` itself (the prefix ``a/`` lists the empty directory ``a`` as the key ``a/``)."""
+    empty = True
+    async for item in items:
+        empty = False
+        yield item
+    if not empty:
+        return
+    up, _, name = directory.rpartition("/")
+    async for entry in directory_items(fetch, up or "/", name, name):
+        if entry["name"] == name:
+            if entry["type"] == DIRECTORY:
+                yield Item(base, entry)
+            return
