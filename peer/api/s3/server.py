@@ -22,7 +22,7 @@ from twisted.web import resource, server
 
 from peer.api.http import StreamingRequest
 from peer.api.incoming import BodyLost
-from peer.api.s3 import sigv4
+from peer.api.s3 import sigv2, sigv4
 from peer.api.s3.errors import S3Error, access_denied, bad_request, from_api_error
 from peer.api.s3.keys import S3Keys
 from peer.api.s3.payload import CHECKSUMS, AwsChunked, Verified
@@ -168,9 +168,7 @@ class S3Resource(resource.Resource):
         elif "X-Amz-Signature" in query or "X-Amz-Credential" in query:
             signed = sigv4.parse_presigned(query)
         elif "Signature" in query or "AWSAccessKeyId" in query:
-            raise bad_request(
-                "Signature Version 2 is not supported; sign with SigV4", "InvalidRequest"
-            )
+            return await self._presigned_v2(request, method, raw_path, pairs, query, headers)
         payload = _last(headers, "x-amz-content-sha256")
         if payload is None:
             if signed is not None and not signed.presigned:
@@ -183,14 +181,30 @@ class S3Resource(resource.Resource):
         sigv4.check_time(signed, self.clock())
         key = await self.keys.lookup(signed.credential.access_key)
         if key is None:
-            raise S3Error(
-                403,
-                "InvalidAccessKeyId",
-                "the access key id you provided does not exist in our records (or was revoked)",
-            )
+            raise _unknown_key()
         signing_key = sigv4.verify(signed, key.secret, method, raw_path, pairs, headers, payload)
         signer = sigv4.ChunkSigner(signing_key, signed)
         return key.identity(), self._body(request, headers, payload, signer)
+
+    async def _presigned_v2(
+        self,
+        request: server.Request,
+        method: str,
+        raw_path: str,
+        pairs: list[tuple[str, str]],
+        query: dict[str, str],
+        headers: dict[str, list[str]],
+    ) -> tuple[Identity, BodyReader]:
+        """A Signature Version 2 presigned URL (boto3's default for generate_presigned_url)."""
+        presigned = sigv2.parse_presigned(query)
+        if self.keys is None:
+            return ADMIN_IDENTITY, self._body(request, headers, sigv4.UNSIGNED, None)
+        sigv2.check_time(presigned, self.clock())
+        key = await self.keys.lookup(presigned.access_key)
+        if key is None:
+            raise _unknown_key()
+        sigv2.verify(presigned, key.secret, method, raw_path, pairs, headers)
+        return key.identity(), self._body(request, headers, sigv4.UNSIGNED, None)
 
     def _body(
         self,
@@ -334,6 +348,7 @@ class S3Resource(resource.Resource):
         await self.send(request, error.status, body)
 
 
+PRESIGNED = frozenset({"AWSAccessKeyId", "Expires", "Signature"})
 BUCKET_PARAMETERS = frozenset(
     {
         "list-type",
@@ -363,7 +378,7 @@ OBJECT_PARAMETERS = frozenset(
 
 def _refuse_subresources(query: dict[str, str], allowed: frozenset[str]) -> None:
     for name in query:
-        if name not in allowed and not name.startswith("X-Amz-"):
+        if name not in allowed and name not in PRESIGNED and not name.startswith("X-Amz-"):
             raise S3Error(
                 501, "NotImplemented", f"the sub-resource or parameter {name!r} is not implemented"
             )
@@ -401,6 +416,14 @@ def parse_query(raw: str) -> list[tuple[str, str]]:
         except UnicodeDecodeError:
             raise bad_request("the query string is not valid UTF-8") from None
     return pairs
+
+
+def _unknown_key() -> S3Error:
+    return S3Error(
+        403,
+        "InvalidAccessKeyId",
+        "the access key id you provided does not exist in our records (or was revoked)",
+    )
 
 
 def _headers(request: server.Request) -> dict[str, list[str]]:

@@ -3,6 +3,7 @@ entities, no external references) after a size check; answers are built with Ele
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Any
@@ -12,6 +13,7 @@ from defusedxml import DefusedXmlException
 
 from peer.api.s3.errors import S3Error
 
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_XML_BODY = 1024 * 1024  # DeleteObjects with 1000 long keys fits; nothing else comes close
 
@@ -68,7 +70,8 @@ def _fill(parent: ET.Element, children: Iterable[tuple[str, Content]]) -> None:
 
 
 def error_document(code: str, message: str, resource: str, request_id: str) -> bytes:
-    """The body of an S3 error answer."""
+    """The body of an S3 error answer (characters XML cannot hold, such as the control
+    characters of a refused key, become U+FFFD)."""
     element = ET.Element("Error")
     for tag, value in (
         ("Code", code),
@@ -76,5 +79,5 @@ def error_document(code: str, message: str, resource: str, request_id: str) -> b
         ("Resource", resource),
         ("RequestId", request_id),
     ):
-        ET.SubElement(element, tag).text = value
+        ET.SubElement(element, tag).text = _XML_INVALID.sub("\ufffd", value)
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(element, encoding="utf-8")
