@@ -4,6 +4,7 @@ and the same files seen through the qfs API. One 3-peer cluster serves the whole
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -62,7 +63,7 @@ class S3Cluster:
             aws_access_key_id=key["access_key_id"],
             aws_secret_access_key=key["secret_access_key"],
             region_name="us-east-1",
-            config=Config(retries={"max_attempts": 2}, **config),
+            config=Config(**{"retries": {"max_attempts": 2}, **config}),
         )
 
 
@@ -505,3 +506,16 @@ def test_a_revoked_key_is_refused_on_every_peer_within_seconds(s3) -> None:
     for peer, client in clients.items():
         wait_for(lambda c=client: refused(c), 10, f"revoked key refused on {peer}", poll=0.2)
     assert time.monotonic() - start < 6
+
+
+def test_a_write_without_a_quorum_is_503_slow_down(tmp_path) -> None:
+    with contextlib.contextmanager(s3_cluster)(tmp_path, "quorum") as small:
+        client = small.client(small.new_key("erin"), retries={"max_attempts": 1})
+        client.create_bucket(Bucket="quorum")
+        small.cluster.kill("p2")
+        small.cluster.kill("p3")
+        with pytest.raises(ClientError) as e:
+            client.put_object(Bucket="quorum", Key="k", Body=b"not acknowledged")
+        assert code(e) == "SlowDown"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
