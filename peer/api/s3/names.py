@@ -50,7 +50,11 @@ def object_path(bucket: str, key: str) -> tuple[str, bool]:
             400, "InvalidArgument", f"object key {key[:200]!r} cannot be a quorumfs path: {e}"
         ) from None
     if path != base + "/" + body:
-        raise S3Error(400, "InvalidArgument", f"object key {key[:200]!r} cannot be a path")
+        raise S3Error(
+            400,
+            "InvalidArgument",
+            f"object key {key[:200]!r} cannot be a path: empty name at its end",
+        )
     return path, directory
 
 
