@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import zlib
 
 import pytest
@@ -141,3 +142,26 @@ def test_crc32c_matches_the_rfc_3720_check_value() -> None:
     crc = Crc32c()
     crc.update(b"123456789")
     assert crc.digest().hex() == "e3069283"
+
+
+@pytest.mark.parametrize("checksum", ["crc32", "sha256"])
+def test_botocore_aws_chunked_bodies_with_checksum_trailers_decode(checksum: str) -> None:
+    """The body boto3 sends over HTTPS (STREAMING-UNSIGNED-PAYLOAD-TRAILER), made by botocore."""
+    from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha256Checksum
+
+    data = os.urandom(300_000)
+    kind = {"crc32": Crc32Checksum, "sha256": Sha256Checksum}[checksum]
+    name = f"x-amz-checksum-{checksum}"
+    raw = AwsChunkedWrapper(io.BytesIO(data), kind, name, chunk_size=64 * 1024).read()
+    chunked = AwsChunked(FileBody(io.BytesIO(raw)), None, 1 << 20)
+    body = Verified(
+        chunked, late=lambda: chunked.trailers, late_algorithm=checksum, length=len(data)
+    )
+    assert read_all(body, 100_000) == data
+    assert name in chunked.trailers
+    broken = raw.replace(data[1000:1010], bytes(10), 1)
+    chunked = AwsChunked(FileBody(io.BytesIO(broken)), None, 1 << 20)
+    body = Verified(chunked, late=lambda: chunked.trailers, late_algorithm=checksum)
+    with pytest.raises(S3Error) as e:
+        read_all(body, 100_000)
+    assert e.value.code == "BadDigest"
