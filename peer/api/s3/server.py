@@ -23,8 +23,11 @@ from twisted.web import resource, server
 from peer.api.http import StreamingRequest
 from peer.api.incoming import BodyLost
 from peer.api.s3 import sigv2, sigv4
+from peer.api.s3.buckets import BucketOperations
 from peer.api.s3.errors import S3Error, access_denied, bad_request, from_api_error
 from peer.api.s3.keys import S3Keys
+from peer.api.s3.multipart import MultipartOperations
+from peer.api.s3.objects import ObjectOperations
 from peer.api.s3.payload import CHECKSUMS, AwsChunked, Verified
 from peer.api.s3.xml import MAX_XML_BODY, error_document
 from peer.body import BodyReader, FileBody
@@ -74,11 +77,9 @@ class Call:
 
     async def read_small(self, limit: int = MAX_XML_BODY) -> bytes:
         """The whole (verified) body of a request that carries a document, at most `limit`."""
-        data = await self.body.read(limit + 1)
+        data = await self.body.read(limit + 1)  # a short read: the body's digests are checked
         if len(data) > limit:
             raise S3Error(400, "MalformedXML", f"request body larger than {limit} bytes")
-        if data:
-            await self.body.read(1)  # a short read ends the body and checks its digests
         return data
 
 
@@ -98,10 +99,6 @@ class S3Resource(resource.Resource):
         clock: Callable[[], float],
         on_request: Callable[[str, int], None] = lambda route, status: None,
     ) -> None:
-        from peer.api.s3.buckets import BucketOperations
-        from peer.api.s3.multipart import MultipartOperations
-        from peer.api.s3.objects import ObjectOperations
-
         super().__init__()
         self.coordinator = coordinator
         self.namespace = Namespace(coordinator)
