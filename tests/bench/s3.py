@@ -1,6 +1,7 @@
 """S3 benchmark: the same work through boto3 and through the native HTTP API, in one run on
-one 3-peer cluster (N=3, R=2, W=2, fsync on, an admin token; S3 requests signed with a user's
-key, native ones with the admin token).
+one 3-peer cluster (N=3, R=2, W=2, fsync on, an admin token), both acting as the same user
+(S3 requests signed with the user's key, native ones with the user's bearer token), so both
+pay the same permission checks.
 
     python tests/bench/s3.py [--json] [--big-mb 64] [--small 300] [--multipart-mb 1024]
                              [--dir DIR]
@@ -83,33 +84,24 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
         peer.argv += ["--s3-port", str(s3_ports[peer.name])]
     try:
         cluster.start()
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "peer.main",
-                "--peer",
-                cluster.peer("p1").http_url,
-                "--token",
-                admin,
-                "s3",
-                "key",
-                "create",
-                "bench",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        key = json.loads(made.stdout)
+
+        def qfs(*args: str) -> str:
+            command = [sys.executable, "-m", "peer.main", "--peer", cluster.peer("p1").http_url]
+            done = subprocess.run(
+                [*command, "--token", admin, *args], capture_output=True, text=True, check=True
+            )
+            return done.stdout
+
+        key = json.loads(qfs("s3", "key", "create", "bench", "--json"))
+        user_token = qfs("token", "create", "bench").strip()  # the same user on both APIs
+        qfs("mkdir", "/native")
+        qfs("chown", "bench", "/native")
         endpoints = [f"http://127.0.0.1:{s3_ports[n]}" for n in ("p1", "p2", "p3")]
         s3 = s3_client(endpoints[0], key)
         s3_reader = s3_client(endpoints[1], key)
         s3.create_bucket(Bucket="bench")
-        native = cluster.client("p1", timeout=600)
-        native_reader = cluster.client("p2", timeout=600)
-        native.mkdir("/native")
+        native = cluster.client("p1", timeout=600, token=user_token)
+        native_reader = cluster.client("p2", timeout=600, token=user_token)
 
         figures: dict[str, list[float]] = {}
         for round_ in range(ROUNDS):  # interleaved, so both see the same noisy machine
@@ -142,7 +134,7 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
         payload = os.urandom(4096)
         names = ["p1", "p2", "p3"]
         for label, count in (("", 1), ("_c16", 16)):
-            natives = [cluster.client(names[i % 3]) for i in range(count)]
+            natives = [cluster.client(names[i % 3], token=user_token) for i in range(count)]
             s3s = [s3_client(endpoints[i % 3], key) for i in range(count)]
             ops = small * (2 if count > 1 else 1)
             rate, lat = timed_ops(
