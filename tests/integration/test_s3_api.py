@@ -122,6 +122,10 @@ def test_objects_round_trip_with_metadata_ranges_and_conditions(boto) -> None:
     assert got["ETag"] == put["ETag"]
     head = boto.head_object(Bucket="alice-bucket", Key="photos/2026/cat.jpg")
     assert head["ContentLength"] == len(data)
+    over = boto.head_object(
+        Bucket="alice-bucket", Key="photos/2026/cat.jpg", ResponseContentType="text/x-override"
+    )
+    assert over["ContentType"] == "text/x-override"
     ranged = boto.get_object(
         Bucket="alice-bucket", Key="photos/2026/cat.jpg", Range="bytes=1048570-1048600"
     )
@@ -520,3 +524,44 @@ def test_a_write_without_a_quorum_is_503_slow_down(tmp_path) -> None:
         assert code(e) == "SlowDown"
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
+
+
+def test_an_open_cluster_serves_s3_to_any_signature_as_the_admin(tmp_path) -> None:
+    """Without --admin-token-file nothing is checked, as on the qfs API."""
+    cluster = LocalCluster(
+        tmp_path, 1, extra=["--replicas", "1", "--read-quorum", "1", "--write-quorum", "1"]
+    )
+    port = free_port()
+    cluster.peers[0].argv += ["--s3-port", str(port)]
+    try:
+        cluster.start()
+        anyone = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="anything",
+            aws_secret_access_key="whatever",
+            region_name="us-east-1",
+        )
+        anyone.create_bucket(Bucket="open-bucket")
+        anyone.put_object(Bucket="open-bucket", Key="k", Body=b"open")
+        assert anyone.get_object(Bucket="open-bucket", Key="k")["Body"].read() == b"open"
+        assert cluster.client().stat("/open-bucket/k")["owner"] == "admin"
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "peer.main",
+                "--peer",
+                cluster.peer("p1").http_url,
+                "s3",
+                "key",
+                "create",
+                "x",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode != 0 and "admin-token-file" in made.stderr
+    finally:
+        cluster.stop()
