@@ -225,7 +225,7 @@ class Node(service.MultiService):
             self
         )
         if config.s3_port is not None:  # the S3 API beside the HTTP API, HTTPS when it is
-            s3 = S3Resource(self.coordinator, s3_keys, reactor.seconds, self._count)
+            s3 = S3Resource(self.coordinator, s3_keys, time.time, reactor.seconds, self._count)
             s3_site = _ApiSite(s3, requestFactory=S3Request)
             s3_site.displayTracebacks = False
             s3_factory: Any = NoDelayFactory(s3_site)

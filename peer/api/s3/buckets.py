@@ -38,7 +38,7 @@ class BucketOperations:
         BUCKET_CACHE seconds is taken to exist (puts of small objects skip a read): a write
         racing with the bucket's removal recreates it, as a qfs put recreates directories."""
         path = bucket_path(call.bucket)
-        now = self.s3.clock()
+        now = self.s3.ticks()
         if now - self._seen.get(path, -BUCKET_CACHE) < BUCKET_CACHE:
             return path
         found = await self.c.lookup(path, self.c.settings.r, above=False)

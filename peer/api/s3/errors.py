@@ -7,6 +7,7 @@ from peer.errors import (
     ApiError,
     ConflictingVersions,
     Forbidden,
+    InsufficientStorage,
     IsADirectory,
     NotADirectory,
     NotEmpty,
@@ -45,6 +46,8 @@ def from_api_error(error: ApiError, missing: str = "NoSuchKey") -> S3Error:
         return S3Error(404, missing, detail)
     if isinstance(error, (Forbidden, Unauthorized)):
         return access_denied(detail)
+    if isinstance(error, InsufficientStorage):
+        return S3Error(507, "InsufficientStorage", f"not stored, disks full: {detail}")
     if isinstance(error, Unavailable):
         return S3Error(503, "SlowDown", f"quorum not met, retry: {detail}")
     if isinstance(error, NotEmpty):

@@ -287,9 +287,13 @@ class ObjectOperations:
                 chunk = await anext(chunks, b"")
                 if not chunk:
                     break
-        except ApiError as e:
-            log.warning("GET %s aborted after the headers: %s", call.resource, e.detail)
-            request.channel.loseConnection()  # the client sees a short body, never wrong bytes
+        except Exception as e:
+            # The status line is out: any error now must cut the body short (the client sees
+            # fewer bytes than Content-Length), never append an error document to it.
+            detail = e.detail if isinstance(e, ApiError) else repr(e)
+            log.warning("GET %s aborted after the headers: %s", call.resource, detail)
+            if request.channel is not None:  # None: the client has gone already
+                request.channel.transport.abortConnection()
             return
         finally:
             request.unregisterProducer()

@@ -35,6 +35,7 @@ from peer.coordinator import Coordinator
 from peer.errors import ApiError
 from peer.namespace import Namespace
 from peer.permissions import ADMIN_IDENTITY, Identity
+from storage.fsutil import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,17 @@ class S3Resource(resource.Resource):
         self,
         coordinator: Coordinator,
         keys: S3Keys | None,
-        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        ticks: Callable[[], float],
         on_request: Callable[[str, int], None] = lambda route, status: None,
     ) -> None:
+        """`wall_clock` dates signatures (time.time); `ticks` ages caches (monotonic)."""
         super().__init__()
         self.coordinator = coordinator
         self.namespace = Namespace(coordinator)
         self.keys = keys
-        self.clock = clock
+        self.wall_clock = wall_clock
+        self.ticks = ticks
         self._on_request = on_request
         self.buckets = BucketOperations(self)
         self.objects = ObjectOperations(self)
@@ -132,7 +136,10 @@ class S3Resource(resource.Resource):
             )
             call = Call(request, method, bucket, key, query, identity, body, request_id, headers)
             operation, name = self._route(call)
-            await operation(call)
+            try:
+                await operation(call)
+            except StorageFull as e:  # this peer's own disk, e.g. reserving version counters
+                raise S3Error(507, "InsufficientStorage", f"{self.coordinator.name}: {e}") from None
         except S3Error as e:
             await self.send_error(request, e, resource_name, request_id)
         except ApiError as e:
@@ -175,7 +182,7 @@ class S3Resource(resource.Resource):
             return ADMIN_IDENTITY, self._body(request, headers, payload, None)
         if signed is None:
             raise access_denied("anonymous requests are refused: sign the request with an S3 key")
-        sigv4.check_time(signed, self.clock())
+        sigv4.check_time(signed, self.wall_clock())
         key = await self.keys.lookup(signed.credential.access_key)
         if key is None:
             raise _unknown_key()
@@ -196,7 +203,7 @@ class S3Resource(resource.Resource):
         presigned = sigv2.parse_presigned(query)
         if self.keys is None:
             return ADMIN_IDENTITY, self._body(request, headers, sigv4.UNSIGNED, None)
-        sigv2.check_time(presigned, self.clock())
+        sigv2.check_time(presigned, self.wall_clock())
         key = await self.keys.lookup(presigned.access_key)
         if key is None:
             raise _unknown_key()
