@@ -513,10 +513,19 @@ def test_a_revoked_key_is_refused_on_every_peer_within_seconds(s3) -> None:
     assert time.monotonic() - start < 6
 
 
-def test_a_write_without_a_quorum_is_503_slow_down(tmp_path) -> None:
+def test_a_squatted_uploads_area_is_refused_and_a_write_without_a_quorum_is_503(tmp_path) -> None:
     with contextlib.contextmanager(s3_cluster)(tmp_path, "quorum") as small:
         client = small.client(small.new_key("erin"), retries={"max_attempts": 1})
         client.create_bucket(Bucket="quorum")
+        # A user who makes /.s3-uploads first (the root is world-writable) gets no one's parts
+        mallory = small.qfs("token", "create", "mallory").stdout.strip()
+        small.cluster.client(token=mallory).mkdir("/.s3-uploads")
+        with pytest.raises(ClientError) as e:
+            client.create_multipart_upload(Bucket="quorum", Key="big")
+        assert code(e) == "InternalError" and "mallory" in e.value.response["Error"]["Message"]
+        small.cluster.client().rmdir("/.s3-uploads")
+        assert client.create_multipart_upload(Bucket="quorum", Key="big")["UploadId"]
+        assert small.cluster.client().stat("/.s3-uploads")["mode"] == "0700"
         small.cluster.kill("p2")
         small.cluster.kill("p3")
         with pytest.raises(ClientError) as e:

@@ -14,6 +14,7 @@ body. The ETag is S3's: MD5 of the parts' binary MD5s, a dash, the number of par
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -34,7 +35,7 @@ from peer.body import FileBody
 from peer.coordinator import StoredContent
 from peer.errors import AlreadyExists, ApiError, NotFound
 from peer.lookup import decode_manifests
-from peer.manifest import Block, Manifest, manifest_key, merge_versions
+from peer.manifest import ADMIN, DIRECTORY, Block, Manifest, manifest_key, merge_versions
 from peer.permissions import ADMIN_IDENTITY
 
 if TYPE_CHECKING:
@@ -86,14 +87,26 @@ class MultipartOperations:
     def __init__(self, s3: S3Resource) -> None:
         self.s3 = s3
         self.c = s3.coordinator
+        self._uploads_checked = False
 
     async def _uploads_dir(self) -> None:
-        """Create /.s3-uploads (admin, 0700) on first use."""
-        try:
-            await self.s3.namespace.mkdir(UPLOADS)
-        except AlreadyExists:
+        """Create /.s3-uploads (admin, 0700) on first use. One that a user made first (the
+        root is world-writable) is refused: its owner could read every upload's parts."""
+        if self._uploads_checked:
             return
-        await self.s3.namespace.set_attrs(UPLOADS, mode=0o700)
+        with contextlib.suppress(AlreadyExists):
+            await self.s3.namespace.mkdir(UPLOADS)
+        stat = await self.c.stat(UPLOADS)
+        if stat["type"] != DIRECTORY or stat["owner"] != ADMIN:
+            raise S3Error(
+                500,
+                "InternalError",
+                f"{UPLOADS} belongs to {stat['owner']}, not the admin: multipart uploads are "
+                "off until an admin removes it",
+            )
+        if stat["mode"] != "0700":
+            await self.s3.namespace.set_attrs(UPLOADS, mode=0o700)
+        self._uploads_checked = True  # the admin's now, in a sticky root: nobody else's again
 
     async def _read_file(self, path: str) -> bytes:
         resolved = await self.c.resolve(path, None, None, ADMIN_IDENTITY)
