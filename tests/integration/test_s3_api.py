@@ -405,6 +405,9 @@ def test_qfs_api_and_s3_see_one_namespace_with_the_same_permissions(s3, alice, b
     with pytest.raises(ClientError) as e:
         bob.put_object(Bucket="alice-bucket", Key="intruder", Body=b"x")
     assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:  # refused before any part is sent
+        bob.create_multipart_upload(Bucket="alice-bucket", Key="intruder")
+    assert code(e) == "AccessDenied"
     api.chmod("/alice-bucket/from-s3/note.txt", 0o600)
     with pytest.raises(ClientError) as e:
         bob.get_object(Bucket="alice-bucket", Key="from-s3/note.txt")

@@ -36,7 +36,7 @@ from peer.coordinator import StoredContent
 from peer.errors import AlreadyExists, ApiError, NotFound
 from peer.lookup import decode_manifests
 from peer.manifest import ADMIN, DIRECTORY, Block, Manifest, manifest_key, merge_versions
-from peer.permissions import ADMIN_IDENTITY
+from peer.permissions import ADMIN_IDENTITY, EXECUTE, WRITE, require, require_traverse
 
 if TYPE_CHECKING:
     from peer.api.s3.server import Call, S3Resource
@@ -133,10 +133,11 @@ class MultipartOperations:
         return info
 
     async def create(self, call: Call) -> None:
-        _, is_directory = object_path(call.bucket, call.key)
+        path, is_directory = object_path(call.bucket, call.key)
         if is_directory:
             raise bad_request("a key ending in '/' is a directory, not an object to upload")
         await self.s3.buckets.require_bucket(call)
+        await self._require_writable(call, path)
         await self._uploads_dir()
         upload_id = secrets.token_hex(16)
         info = {
@@ -153,6 +154,19 @@ class MultipartOperations:
             [("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload_id)],
         )
         await self.s3.send(call.request, 200, result)
+
+    async def _require_writable(self, call: Call, path: str) -> None:
+        """AccessDenied now, not after every part is uploaded, when the caller may not write
+        `path` (w on the file, or w and x on the directory it would be created in)."""
+        identity = call.identity
+        found = await self.c.lookup(path, self.c.settings.r, above=not identity.admin)
+        require_traverse(identity, found.traversed())
+        versions = decode_manifests(path, found.manifest)
+        if versions:
+            require(identity, merge_versions(versions).attrs_from.attrs, WRITE, path)
+        else:
+            container, attrs = found.container()
+            require(identity, attrs, WRITE | EXECUTE, container)
 
     def _part_number(self, call: Call) -> int:
         text = call.query.get("partNumber", "")
