@@ -35,10 +35,6 @@ def bad_request(message: str, code: str = "InvalidArgument") -> S3Error:
     return S3Error(400, code, message)
 
 
-def not_implemented(what: str) -> S3Error:
-    return S3Error(501, "NotImplemented", f"{what} is not implemented by quorumfs")
-
-
 def from_api_error(error: ApiError, missing: str = "NoSuchKey") -> S3Error:
     """The S3 form of a core error; `missing` is the code a NotFound becomes here."""
     detail = error.detail

@@ -292,7 +292,7 @@ class S3Resource(resource.Resource):
             }
             if method in routes:
                 return routes[method]
-        raise sigv4_not_implemented(method, q)
+        raise not_implemented(method, q)
 
     def _bucket_route(self, call: Call, method: str, q: dict[str, str]) -> tuple[Operation, str]:
         if method == "GET" and "location" in q:
@@ -310,7 +310,7 @@ class S3Resource(resource.Resource):
         }
         if method in routes:
             return routes[method]
-        raise sigv4_not_implemented(method, q)
+        raise not_implemented(method, q)
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -381,6 +381,8 @@ OBJECT_PARAMETERS = frozenset(
 
 
 def _refuse_subresources(query: dict[str, str], allowed: frozenset[str]) -> None:
+    """501 for any query parameter outside `allowed` (a sub-resource such as ?acl or ?tagging
+    would otherwise be taken for the plain operation)."""
     for name in query:
         if name not in allowed and name not in PRESIGNED and not name.startswith("X-Amz-"):
             raise S3Error(
@@ -388,7 +390,8 @@ def _refuse_subresources(query: dict[str, str], allowed: frozenset[str]) -> None
             )
 
 
-def sigv4_not_implemented(method: str, query: dict[str, str]) -> S3Error:
+def not_implemented(method: str, query: dict[str, str]) -> S3Error:
+    """501 NotImplemented naming the method and sub-resources asked for."""
     what = ",".join(sorted(k for k in query if not k.startswith("X-Amz-"))) or "this resource"
     return S3Error(501, "NotImplemented", f"{method} on {what} is not implemented by quorumfs")
 
