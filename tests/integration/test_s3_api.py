@@ -10,6 +10,7 @@ import io
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from peer.client.api_client import Client
-from tests.support import LocalCluster, free_port, wait_for
+from tests.support import LocalCluster, free_port, make_cluster_dir, wait_for
 
 ADMIN = secrets.token_urlsafe(24)
 MiB = 1024 * 1024
@@ -575,5 +576,48 @@ def test_an_open_cluster_serves_s3_to_any_signature_as_the_admin(tmp_path) -> No
             timeout=60,
         )
         assert made.returncode != 0 and "admin-token-file" in made.stderr
+    finally:
+        cluster.stop()
+
+
+def test_s3_over_https_on_a_secure_cluster_with_checksum_trailers(tmp_path) -> None:
+    """A peer with --tls-dir serves S3 over HTTPS with its certificate; boto3 there sends its
+    uploads as aws-chunked bodies with a CRC-32 trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER)."""
+    folder = tmp_path / "cluster"
+    token = make_cluster_dir(folder, ["p1", "p2", "p3"])
+    extra = ["--admin-token-file", str(folder / "admin.token")]
+    cluster = LocalCluster(tmp_path, 3, extra, token, tls_dir=folder)
+    ports = {}
+    for peer in cluster.peers:
+        ports[peer.name] = free_port()
+        peer.argv += ["--s3-port", str(ports[peer.name])]
+    try:
+        cluster.start()
+        key = cluster.client().s3_key_create("frank")
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"https://127.0.0.1:{ports['p2']}",
+            aws_access_key_id=key["access_key_id"],
+            aws_secret_access_key=key["secret_access_key"],
+            region_name="us-east-1",
+            verify=str(folder / "ca.crt"),
+        )
+        sent: list[str] = []
+        client.meta.events.register(
+            "before-send.s3.PutObject",
+            lambda request, **_: sent.append(request.headers["x-amz-content-sha256"]),
+        )
+        client.create_bucket(Bucket="secure-bucket")
+        data = os.urandom(3 * MiB + 1)
+        client.put_object(Bucket="secure-bucket", Key="over/tls.bin", Body=data)
+        assert sent == [b"STREAMING-UNSIGNED-PAYLOAD-TRAILER"]
+        assert client.get_object(Bucket="secure-bucket", Key="over/tls.bin")["Body"].read() == data
+        url = client.generate_presigned_url(
+            "get_object", Params={"Bucket": "secure-bucket", "Key": "over/tls.bin"}
+        )
+        trusted = ssl.create_default_context(cafile=str(folder / "ca.crt"))
+        assert httpx.get(url, verify=trusted).content == data
+        with pytest.raises(httpx.HTTPError):  # plain HTTP gets nothing
+            httpx.get(f"http://127.0.0.1:{ports['p2']}/secure-bucket/over/tls.bin", timeout=5)
     finally:
         cluster.stop()
