@@ -58,6 +58,7 @@ class PeerConfig:
     gc_grace: float = 3600.0
     horizon: float = 86400.0
     idle_timeout: float = 30.0
+    s3_port: int | None = None
 
     def validate(self) -> PeerConfig:
         """Return self, or raise ConfigError naming the first setting that cannot work."""
@@ -69,6 +70,10 @@ class PeerConfig:
                 raise ConfigError(f"{key}: {value} is not a TCP/UDP port (1-65535)")
         if self.port == self.http:
             raise ConfigError(f"http: {self.http} is the same as port (gossip and RPC)")
+        if self.s3_port is not None and (
+            not 1 <= self.s3_port <= 65535 or self.s3_port in (self.port, self.http)
+        ):
+            raise ConfigError(f"s3-port: {self.s3_port} must be a free TCP port (1-65535)")
         if self.replicas < 1:
             raise ConfigError(f"replicas: N must be at least 1, got {self.replicas}")
         for key, value in (("read-quorum", self.read_quorum), ("write-quorum", self.write_quorum)):
@@ -172,6 +177,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "gc-grace": ("gc_grace", float),
     "horizon": ("horizon", float),
     "idle-timeout": ("idle_timeout", float),
+    "s3-port": ("s3_port", int),
 }
 REQUIRED = ("name", "data", "port", "http")
 
@@ -215,6 +221,7 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
         "--idle-timeout",
         help="seconds a connection may take to send request headers or a frame (default 30)",
     )
+    add("--s3-port", help="serve the S3 API on this port of the HTTP bind address")
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:

@@ -100,6 +100,7 @@ BLOCK_TIMEOUT = 30.0
 HAS_BATCH = 5_000
 
 Groups = list[tuple[str, list[tuple[str, Sibling]]]]
+Meta = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,17 @@ class QuorumSettings:
     r: int
     w: int
     block_size: int
+
+
+@dataclass(frozen=True)
+class StoredContent:
+    """A file's content already stored: its blocks (or its inline bytes), the whole-file
+    BLAKE3 hash and the size (put_file then writes only the manifest)."""
+
+    blocks: tuple[Block, ...]
+    blake3: str
+    size: int
+    inline: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -402,13 +414,30 @@ class Coordinator:
                             lambda f, n=node: log.info("read-repair of %s: %s", n, f.value)
                         )
 
-    async def scan_prefix(self, placement: str, prefix: str, r: int) -> dict[str, list[Sibling]]:
-        """Every key under `prefix` on `placement`'s replicas, reconciled across R replies."""
+    async def scan_prefix(
+        self,
+        placement: str,
+        prefix: str,
+        r: int,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[Sibling]]:
+        """Every key under `prefix` on `placement`'s replicas, reconciled across R replies;
+        with `after` and `limit`, one page: the first `limit` keys after prefix + after.
+
+        Each replica sends its own first `limit` keys; the first `limit` of their union are
+        exactly the first `limit` keys of the reconciled listing (a key among those is among
+        the first `limit` of every replica holding it), so a page costs O(limit) memory.
+        """
         targets = self.targets(placement)
         settled = self.settled_targets(placement, r) or []
         groups = [frozenset(t.node for t in group) for group in (targets, settled) if group]
         nodes = list(dict.fromkeys(t.node for t in [*targets, *settled]))
-        return await self._scan(nodes, prefix, r, groups)
+        found = await self._scan(nodes, prefix, r, groups, after, limit)
+        if limit is not None and len(found) > limit:
+            found = {key: found[key] for key in sorted(found)[:limit]}
+        return found
 
     async def scan_everywhere(self, prefix: str, r: int) -> dict[str, list[Sibling]]:
         """Every key under `prefix` on every up peer, for records placed by their own key: each
@@ -422,8 +451,15 @@ class Coordinator:
         prefix: str,
         required: int,
         groups: list[frozenset[str]] | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> dict[str, list[Sibling]]:
-        calls = {node: self.call(node, "record.range", {"prefix": prefix}) for node in nodes}
+        args: dict[str, Any] = {"prefix": prefix}
+        if after is not None:
+            args["after"] = after
+        if limit is not None:
+            args["limit"] = limit
+        calls = {node: self.call(node, "record.range", args) for node in nodes}
         tally = await QuorumCall(f"list {prefix!r}", calls, required, groups).result()
         self._learned_readiness(tally)
         gathered: dict[str, list[list[Sibling]]] = {}
@@ -533,12 +569,13 @@ class Coordinator:
     async def put_file(
         self,
         path: str,
-        body: BodyReader,
+        body: BodyReader | StoredContent,
         *,
         mode: int | None = None,
         context: VectorClock | None = None,
         w: int | None = None,
         identity: Identity = ADMIN_IDENTITY,
+        meta: Meta | Callable[[], Meta] = (),
     ) -> dict[str, Any]:
         """Store `body` at `path`; returns {"path","size","blake3","version"}.
 
@@ -546,21 +583,26 @@ class Coordinator:
         missing directories above it are created. Rewriting a file keeps its owner and group,
         and its mode unless the owner (or an admin) gives one. The file's blocks are pinned
         against garbage collection from before each is sent until the manifest is durable.
+        `body` is either the bytes to store or a `StoredContent`, blocks already on their
+        replicas (an S3 multipart upload's parts, still referenced by the parts' manifests):
+        then only the manifest is written. `meta` is stored with the content (a function
+        giving it is called once the body has been read: an ETag computed from the bytes).
         """
         pinned: list[str] = []
         try:
-            return await self._put_file(path, body, mode, context, w, identity, pinned)
+            return await self._put_file(path, body, mode, context, w, identity, meta, pinned)
         finally:
             self.pins.release(pinned)
 
     async def _put_file(
         self,
         path: str,
-        body: BodyReader,
+        body: BodyReader | StoredContent,
         mode: int | None,
         context: VectorClock | None,
         w: int | None,
         identity: Identity,
+        meta: Meta | Callable[[], Meta],
         pinned: list[str],
     ) -> dict[str, Any]:
         if path == ROOT:
@@ -591,13 +633,15 @@ class Coordinator:
             attrs = new_attrs(identity, container_attrs, FILE_MODE if mode is None else mode)
             dir_attrs = new_attrs(identity, container_attrs, DIRECTORY_MODE)
             groups += self.directory_writes(found.ancestors, found.missing(), dir_attrs, now)
-        head = await body.read(INLINE_MAX + 1)
-        if len(head) <= INLINE_MAX:
-            inline: bytes | None = head
-            blocks: list[Block] = []
+        inline: bytes | None = None
+        if isinstance(body, StoredContent):
+            blocks, file_hash, size = list(body.blocks), body.blake3, body.size
+            inline = body.inline
+        elif len(head := await body.read(INLINE_MAX + 1)) <= INLINE_MAX:
+            inline = head
+            blocks = []
             file_hash, size = blake3.blake3(head).hexdigest(), len(head)
         else:
-            inline = None
             blocks, file_hash, size = await self._write_blocks(PrefixedBody(head, body), w, pinned)
         base = context if context is not None else context_of(current)
         clock = self.next_clock(base, current)
@@ -612,6 +656,7 @@ class Coordinator:
             group=attrs.group,
             writer=self.name,
             attrs_clock=attrs_clock,
+            meta=meta() if callable(meta) else meta,
         )
         groups = self.file_writes(path, clock, manifest) + groups
         await self.write_records(groups, w, f"write {path}")
@@ -792,8 +837,23 @@ class Coordinator:
     async def list_directory(
         self, directory: str, r: int | None = None, identity: Identity = ADMIN_IDENTITY
     ) -> list[dict[str, Any]]:
-        """Entries of `directory`: name, type, size, mtime, mode, owner, group (and conflict
-        when a file has concurrently written contents)."""
+        """Every entry of `directory` in one list (see list_page for pages)."""
+        entries, _ = await self.list_page(directory, r, identity)
+        return entries
+
+    async def list_page(
+        self,
+        directory: str,
+        r: int | None = None,
+        identity: Identity = ADMIN_IDENTITY,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Entries of `directory` in name order: name, type, size, mtime, mode, owner, group
+        (and conflict when a file has concurrently written contents). With `limit`, at most
+        `limit` names after `after`, and the name to continue after when there may be more
+        (a page can hold fewer live entries than `limit`: deleted names count)."""
         r = self._quorum(r, "r", self.settings.r)
         if not identity.admin:
             at = await self.lookup(directory, self._permission_r(r, identity))
@@ -802,15 +862,15 @@ class Coordinator:
                 raise NotFound(f"no directory at {directory}")
             require_traverse(identity, at.traversed())
             require(identity, merged.attrs_from.attrs, READ, directory)
-        found = await self.scan_prefix(directory, entry_prefix(directory), r)
-        entries = [
-            entry
-            for key, siblings in sorted(found.items())
-            if (entry := listing_entry(key, siblings)) is not None
-        ]
+        found = await self.scan_prefix(
+            directory, entry_prefix(directory), r, after=after, limit=limit
+        )
+        keys = sorted(found)
+        entries = [entry for key in keys if (entry := listing_entry(key, found[key])) is not None]
         if not entries and directory != ROOT and identity.admin:
             await self._require_directory(directory, r)
-        return entries
+        more = limit is not None and len(keys) >= limit
+        return entries, entry_name(keys[-1]) if more else None
 
     async def _require_directory(self, directory: str, r: int) -> None:
         found = await self.lookup(directory, r, above=False)
@@ -913,6 +973,8 @@ def listing_entry(key: str, siblings: list[Sibling]) -> dict[str, Any] | None:
         "mtime": newest.mtime,
         **merged.attrs_from.attrs.to_json(),
     }
+    if newest.etag is not None:
+        entry["etag"] = newest.etag
     if len(merged.heads) > 1 or (dirs and files):
         entry["conflict"] = True
     return entry

@@ -13,6 +13,9 @@
   means "this version's own clock". A chmod that races with a content write on another peer
   leaves two siblings that `merge_versions` folds into one: the newest content with the newest
   attributes. Only content written concurrently is a conflict.
+- `meta` holds what a front end stores with a file's content, as text pairs (the S3 API's
+  ETag, Content-Type, x-amz-meta-*); it travels with the content through moves and copies, and
+  a file's entry mirrors its "etag" so that a listing needs no manifest reads.
 """
 
 from __future__ import annotations
@@ -97,11 +100,16 @@ class Manifest:
     writer: str = ""
     content_clock: VectorClock | None = None
     attrs_clock: VectorClock | None = None
+    meta: tuple[tuple[str, str], ...] = ()
 
     @property
     def attrs(self) -> Attrs:
         """Owner, group and mode."""
         return Attrs(self.owner, self.group, self.mode)
+
+    def meta_value(self, name: str) -> str | None:
+        """The value `name` in `meta`, if set."""
+        return next((v for k, v in self.meta if k == name), None)
 
     def with_attrs(self, attrs: Attrs) -> Manifest:
         """This manifest with other owner, group and mode."""
@@ -121,6 +129,7 @@ class Manifest:
                 "group": self.group,
                 "writer": self.writer,
                 **_clocks(self.content_clock, self.attrs_clock),
+                **({"meta": [list(pair) for pair in self.meta]} if self.meta else {}),
             }
         )
 
@@ -141,6 +150,7 @@ class Manifest:
                 owner=_field(fields, "owner", str, ADMIN),
                 group=_field(fields, "group", str, ADMIN),
                 writer=_field(fields, "writer", str, ""),
+                meta=_meta(fields),
                 **_decode_clocks(fields),
             )
         except ValueError as e:
@@ -168,6 +178,7 @@ class Entry:
     content_clock: VectorClock | None = None
     attrs_clock: VectorClock | None = None
     moving_from: str | None = None
+    etag: str | None = None
 
     @property
     def attrs(self) -> Attrs:
@@ -190,6 +201,7 @@ class Entry:
             manifest.group,
             manifest.content_clock,
             manifest.attrs_clock,
+            etag=manifest.meta_value("etag"),
         )
 
     @classmethod
@@ -212,6 +224,8 @@ class Entry:
         }
         if self.moving_from is not None:
             fields["moving_from"] = self.moving_from
+        if self.etag is not None:
+            fields["etag"] = self.etag
         return cbor2.dumps(fields)
 
     @classmethod
@@ -231,6 +245,7 @@ class Entry:
                 _field(fields, "owner", str, ADMIN),
                 _field(fields, "group", str, ADMIN),
                 moving_from=_field(fields, "moving_from", str, None),
+                etag=_field(fields, "etag", str, None),
                 **_decode_clocks(fields),
             )
         except ValueError as e:
@@ -299,6 +314,21 @@ def _decode_clocks(fields: dict[str, Any]) -> dict[str, VectorClock | None]:
 
 
 _REQUIRED: Any = object()
+
+
+MAX_META = 64  # pairs a front end may store with a file
+
+
+def _meta(fields: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The `meta` text pairs, checked: at most MAX_META, each two strings."""
+    pairs = _field(fields, "meta", list, [])
+    if len(pairs) > MAX_META:
+        raise ValueError(f"meta has {len(pairs)} pairs, more than {MAX_META}")
+    if not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+    ):
+        raise ValueError("meta must be pairs of strings")
+    return tuple((k, v) for k, v in pairs)
 
 
 def _field(

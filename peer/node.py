@@ -38,6 +38,8 @@ from gossip.wire import MAX_DATAGRAM, Codec, WireError, load_cluster_key
 from peer.allocator import keep_buffers_in_heap
 from peer.api.auth import Authenticator, load_admin_token
 from peer.api.http import ApiChannel, ApiResource, StreamingRequest
+from peer.api.s3.keys import S3Keys
+from peer.api.s3.server import S3Request, S3Resource
 from peer.cluster import ClusterView
 from peer.cluster_setup import ClusterDir
 from peer.config import PeerConfig
@@ -198,23 +200,18 @@ class Node(service.MultiService):
         )
         self.requests: dict[tuple[str, int], int] = {}
         auth = None
+        s3_keys = None
         if config.admin_token_file is not None:
             admin_token = load_admin_token(config.admin_token_file)
             auth = Authenticator(admin_token, self.coordinator, reactor.seconds)
+            s3_keys = S3Keys(admin_token, self.coordinator, reactor.seconds)
         self.api = ApiResource(
-            self.coordinator, self.cluster_json, self.metrics_text, self._count, auth
+            self.coordinator, self.cluster_json, self.metrics_text, self._count, auth, s3_keys
         )
-        self.site = _ApiSite(
-            self.api,
-            requestFactory=StreamingRequest,
-            reactor=reactor,
-            timeout=config.idle_timeout,
-            parsePOSTFormSubmission=False,  # no route takes a form; never parse one
-        )
-        self.site.header_timeout = config.idle_timeout
-        self.site.displayTracebacks = False
+        self.site = self._site(self.api, StreamingRequest)
         self.rpc_listener = ConnectionLimit(self.rpc)
         self.http_listener = ConnectionLimit(NoDelayFactory(self.site))
+        self.s3_listener: ConnectionLimit | None = None
 
         rpc_factory: Any = self.rpc_listener
         http_factory: Any = self.http_listener
@@ -236,8 +233,31 @@ class Node(service.MultiService):
         internet.TCPServer(config.http, http_factory, interface=config.http_bind).setServiceParent(
             self
         )
+        if config.s3_port is not None:  # the S3 API beside the HTTP API, HTTPS when it is
+            s3 = S3Resource(self.coordinator, s3_keys, time.time, reactor.seconds, self._count)
+            self.s3_listener = ConnectionLimit(NoDelayFactory(self._site(s3, S3Request)))
+            s3_factory: Any = self.s3_listener
+            if self.tls is not None:
+                s3_factory = BulkTLSFactory(self.tls.https_server(), False, s3_factory)
+            internet.TCPServer(
+                config.s3_port, s3_factory, interface=config.http_bind
+            ).setServiceParent(self)
         self.registry = CollectorRegistry()
         self.registry.register(_NodeCollector(self))
+
+    def _site(self, api: Any, request_factory: Any) -> _ApiSite:
+        """A twisted.web site for one front end, with the same limits on every one: a header
+        deadline, an idle timeout, no form parsing, no tracebacks."""
+        site = _ApiSite(
+            api,
+            requestFactory=request_factory,
+            reactor=self.reactor,
+            timeout=self.config.idle_timeout,
+            parsePOSTFormSubmission=False,  # no route takes a form; never parse one
+        )
+        site.header_timeout = self.config.idle_timeout
+        site.displayTracebacks = False
+        return site
 
     async def prepare(self) -> None:
         """Before any service starts, check the stored data against the peers this one joins,
@@ -504,6 +524,8 @@ class _NodeCollector:
         )
         refused.add_metric(["rpc"], node.rpc_listener.refused)
         refused.add_metric(["http"], node.http_listener.refused)
+        if node.s3_listener is not None:
+            refused.add_metric(["s3"], node.s3_listener.refused)
         yield refused
         yield CounterMetricFamily(
             "qfs_read_repairs",

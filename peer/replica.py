@@ -9,6 +9,7 @@ into one transaction (group commit), and none is acknowledged before its batch i
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -241,15 +242,22 @@ class Replica:
             raise RpcError(STORAGE_FULL, str(e)) from None
 
     async def record_range(self, message: Message) -> dict[str, Any]:
+        """Keys under `prefix` in key order: with `after`, only keys after prefix + after;
+        with `limit`, at most that many (a page of a listing)."""
         prefix = message.field("prefix", str)
         if not prefix:
             raise RpcError("bad_request", "record.range needs a non-empty prefix")
+        after = message.field("after", (str, type(None)), default=None)
+        limit = message.field("limit", (int, type(None)), default=None)
+        if limit is not None and not 1 <= limit <= MAX_BATCH_KEYS:
+            raise RpcError("bad_request", f"record.range limit must be 1-{MAX_BATCH_KEYS}")
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        start = prefix if after is None else prefix + after + "\0"
 
         def scan() -> list[list[Any]]:
             return [
                 [key, [sibling_to_wire(s) for s in siblings]]
-                for key, siblings in self.records.range(prefix, end)
+                for key, siblings in itertools.islice(self.records.range(start, end), limit)
             ]
 
         return {"items": await self._run(scan), "ready": self.state.ready}

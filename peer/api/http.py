@@ -35,6 +35,7 @@ from zope.interface import implementer
 from gossip.cbor import excerpt
 from peer.api.auth import Authenticator
 from peer.api.incoming import BodyLost, IncomingBody
+from peer.api.s3.keys import S3Keys
 from peer.body import BodyReader, FileBody
 from peer.coordinator import Coordinator
 from peer.errors import (
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 Route = Callable[[server.Request, str, Identity], Awaitable[Any]]
 MAX_JSON_BODY = 64 * 1024
+MAX_PAGE = 10_000  # entries per page of a paginated listing
 OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
 UPLOAD_BUFFER = 4 * 1024 * 1024  # unread upload bytes a peer holds before pausing the client
 STREAM_ABOVE = 64 * 1024  # smaller uploads arrive whole first: cheaper, nothing to overlap
@@ -168,9 +170,15 @@ class StreamingRequest(server.Request):
     body: IncomingBody | None = None
     refused = False
 
+    @staticmethod
+    def body_kind(command: bytes, raw_path: bytes) -> str:
+        """What body this request line's route takes (a front end other than the qfs API
+        says its own: the S3 API)."""
+        return body_kind(command, raw_path)
+
     def gotLength(self, length: int | None) -> None:
         channel = self.channel  # the request line is known here only to the channel
-        kind = body_kind(channel._command, channel._path)
+        kind = self.body_kind(channel._command, channel._path)
         limit = MAX_JSON_BODY if kind == JSON else SMALL_BODY
         if kind == UPLOAD and (length is None or length > STREAM_ABOVE):
             self._route_now(UPLOAD_BUFFER)
@@ -253,11 +261,13 @@ class ApiResource(resource.Resource):
         metrics_text: Callable[[], bytes],
         on_request: Callable[[str, int], None] = lambda route, status: None,
         auth: Authenticator | None = None,
+        s3_keys: S3Keys | None = None,
     ) -> None:
         super().__init__()
         self.coordinator = coordinator
         self.namespace = Namespace(coordinator)
         self.auth = auth
+        self.s3_keys = s3_keys
         self._cluster_json = cluster_json
         self._metrics_text = metrics_text
         self._on_request = on_request
@@ -276,6 +286,9 @@ class ApiResource(resource.Resource):
             (b"POST", "/v1/tokens"): self.create_token,
             (b"GET", "/v1/tokens"): self.list_tokens,
             (b"DELETE", "/v1/tokens"): self.revoke_token,
+            (b"POST", "/v1/s3"): self.create_s3_key,
+            (b"GET", "/v1/s3"): self.list_s3_keys,
+            (b"DELETE", "/v1/s3"): self.revoke_s3_key,
             (b"GET", "/v1/whoami"): self.whoami,
             (b"GET", "/v1/cluster"): self.cluster,
             (b"GET", "/healthz"): self.health,
@@ -401,10 +414,19 @@ class ApiResource(resource.Resource):
     async def list_directory(
         self, request: server.Request, rest: str, identity: Identity
     ) -> tuple[int, Any]:
-        entries = await self.coordinator.list_directory(
-            _path(rest), _int_arg(request, "r"), identity
+        limit = _int_arg(request, "limit")
+        if limit is not None and not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"limit={limit} must be between 1 and {MAX_PAGE}")
+        after = _arg(request, "after")
+        if after is not None:
+            check_entry_name(after)
+        entries, following = await self.coordinator.list_page(
+            _path(rest), _int_arg(request, "r"), identity, after=after, limit=limit
         )
-        return 200, {"path": _path(rest), "entries": entries}
+        body: dict[str, Any] = {"path": _path(rest), "entries": entries}
+        if following is not None:
+            body["next"] = following
+        return 200, body
 
     async def make_directory(
         self, request: server.Request, rest: str, identity: Identity
@@ -489,6 +511,37 @@ class ApiResource(resource.Resource):
         request.setResponseCode(204)
         request.finish()
 
+    def _s3_keys(self, rest: str, identity: Identity) -> tuple[S3Keys, str]:
+        """The S3 key store and the key id after /v1/s3/keys/ (admins only)."""
+        self._tokens(identity)
+        if self.s3_keys is None:
+            raise BadRequest("S3 keys need --admin-token-file")
+        head, _, key_id = rest.strip("/").partition("/")
+        if head != "keys" or "/" in key_id:
+            raise NotFound("no route: S3 keys are under /v1/s3/keys")
+        return self.s3_keys, key_id
+
+    async def create_s3_key(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        """POST /v1/s3/keys {"user","groups"} -> 201 with the secret, shown once."""
+        keys, _ = self._s3_keys(rest, identity)
+        return 201, await keys.create(_json_body(request))
+
+    async def list_s3_keys(
+        self, request: server.Request, rest: str, identity: Identity
+    ) -> tuple[int, Any]:
+        keys, _ = self._s3_keys(rest, identity)
+        return 200, {"keys": await keys.keys()}
+
+    async def revoke_s3_key(self, request: server.Request, rest: str, identity: Identity) -> None:
+        keys, key_id = self._s3_keys(rest, identity)
+        if not key_id:
+            raise BadRequest("expected DELETE /v1/s3/keys/{id}")
+        await keys.revoke(key_id)
+        request.setResponseCode(204)
+        request.finish()
+
     async def whoami(
         self, request: server.Request, rest: str, identity: Identity
     ) -> tuple[int, Any]:
@@ -528,6 +581,16 @@ def _path(rest: str) -> str:
         return normalize(decoded)
     except PathError as e:
         raise BadRequest(f"bad path: {e}") from None
+
+
+def check_entry_name(name: str) -> None:
+    """BadRequest unless `name` is one name a directory can hold (a listing's `after`)."""
+    if not name or "/" in name:
+        raise BadRequest(f"after={name!r} must be one entry name")
+    try:
+        normalize(name)
+    except PathError as e:
+        raise BadRequest(f"after={name!r}: {e}") from None
 
 
 def _arg(request: server.Request, name: str) -> str | None:

@@ -482,6 +482,23 @@ class Client:
         """Revoke the token ``token_id`` (admin only)."""
         self._request("DELETE", "/v1/tokens/" + quote(token_id, safe=""))
 
+    def s3_key_create(self, user: str, groups: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        """Create an S3 key for ``user`` (admin only): ``{"access_key_id",
+        "secret_access_key","user","groups"}``, the secret shown only once."""
+        response = self._request("POST", "/v1/s3/keys", json={"user": user, "groups": list(groups)})
+        created = _json(response)
+        _field(created, "secret_access_key", response)
+        return created
+
+    def s3_key_list(self) -> list[dict[str, Any]]:
+        """All S3 keys (admin only), without secrets: ``{"id","user","groups"}``."""
+        response = self._request("GET", "/v1/s3/keys")
+        return _field(_json(response), "keys", response)
+
+    def s3_key_revoke(self, key_id: str) -> None:
+        """Revoke the S3 key ``key_id`` (admin only)."""
+        self._request("DELETE", "/v1/s3/keys/" + quote(key_id, safe=""))
+
     def whoami(self) -> dict[str, Any]:
         """Who this client's token is: ``{"user","groups","admin"}``."""
         return _json(self._request("GET", "/v1/whoami"))

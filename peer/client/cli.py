@@ -380,6 +380,34 @@ def _cmd_token_revoke(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_s3_key_create(client: Client, args: argparse.Namespace) -> int:
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    result = client.s3_key_create(args.user, groups)
+    if args.json:
+        _print_json({k: result[k] for k in ("access_key_id", "secret_access_key") if k in result})
+        return EXIT_OK
+    print(f"access key id:     {result['access_key_id']}")
+    print(f"secret access key: {result['secret_access_key']}")
+    user = result.get("user")
+    print(f"qfs: S3 key for {user}: the secret is shown only this once", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_s3_key_list(client: Client, args: argparse.Namespace) -> int:
+    keys = client.s3_key_list()
+    if args.json:
+        _print_json({"keys": keys})
+        return EXIT_OK
+    rows = [[_text(k.get("id")), _text(k.get("user")), _text(k.get("groups"))] for k in keys]
+    _table(["ACCESS KEY ID", "USER", "GROUPS"], rows)
+    return EXIT_OK
+
+
+def _cmd_s3_key_revoke(client: Client, args: argparse.Namespace) -> int:
+    client.s3_key_revoke(args.id)
+    return EXIT_OK
+
+
 def _cmd_whoami(client: Client, args: argparse.Namespace) -> int:
     me = client.whoami()
     if args.json:
@@ -518,6 +546,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(handler=_cmd_token_list)
     t = tokens.add_parser("revoke", parents=[common], help="revoke a token")
     t.set_defaults(handler=_cmd_token_revoke)
+    t.add_argument("id", metavar="ID")
+
+    p = command("s3", None, "manage S3 credentials (admin only)")
+    s3 = p.add_subparsers(dest="s3_command", metavar="WHAT", required=True)
+    k = s3.add_parser("key", help="S3 access keys")
+    keys = k.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    t = keys.add_parser("create", parents=[common, as_json], help="create an S3 key for a user")
+    t.set_defaults(handler=_cmd_s3_key_create)
+    t.add_argument("user", metavar="USER")
+    t.add_argument("--groups", default="", metavar="G,...", help="comma-separated groups")
+    t = keys.add_parser("list", parents=[common, as_json], help="list S3 keys (never secrets)")
+    t.set_defaults(handler=_cmd_s3_key_list)
+    t = keys.add_parser("revoke", parents=[common], help="revoke an S3 key")
+    t.set_defaults(handler=_cmd_s3_key_revoke)
     t.add_argument("id", metavar="ID")
 
     command("whoami", _cmd_whoami, "show who the token is", json_out=True)

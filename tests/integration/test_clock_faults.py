@@ -88,9 +88,10 @@ def cluster_with_a_stepped_clock(root: Path) -> Iterator[tuple[LocalCluster, Pat
 
 @pytest.mark.skipif(not FAKETIME.exists(), reason="libfaketime is not installed")
 def test_a_wall_clock_stepped_back_and_forward_an_hour_loses_nothing(tmp_path: Path) -> None:
-    with cluster_with_a_stepped_clock(tmp_path) as (cluster, offset), httpx.Client(
-        timeout=30
-    ) as http:
+    with (
+        cluster_with_a_stepped_clock(tmp_path) as (cluster, offset),
+        httpx.Client(timeout=30) as http,
+    ):
         urls = {p.name: p.http_url for p in cluster.peers}
         p3 = http.get(urls["p3"] + "/v1/cluster").json()["id"]
         written: dict[str, bytes] = {}
