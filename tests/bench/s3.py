@@ -75,6 +75,7 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
     results: dict[str, float] = {}
     admin = secrets.token_urlsafe(24)
     (root / "admin.token").write_text(admin)
+    (root / "admin.token").chmod(0o600)  # a token file others may read is refused
     cluster = LocalCluster(
         root / "cluster", 3, extra=["--admin-token-file", str(root / "admin.token")], token=admin
     )

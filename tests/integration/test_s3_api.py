@@ -72,6 +72,7 @@ def s3_cluster(root, name: str) -> Iterator[S3Cluster]:
     """A 3-peer cluster with an admin token and an S3 port on every peer."""
     token_file = root / "admin.token"
     token_file.write_text(ADMIN + "\n")
+    token_file.chmod(0o600)  # a token file others may read is refused
     cluster = LocalCluster(root, 3, extra=["--admin-token-file", str(token_file)], token=ADMIN)
     ports = {}
     for peer in cluster.peers:

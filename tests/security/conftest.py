@@ -49,6 +49,7 @@ def target(tmp_path_factory) -> Iterator[Target]:
     key = secrets.token_hex(32).encode()
     (root / "cluster.key").write_bytes(key)
     (root / "admin.token").write_text(ADMIN + "\n")
+    (root / "admin.token").chmod(0o600)  # a token file others may read is refused
     tmp = root / "tmp"
     tmp.mkdir()
     extra = [
