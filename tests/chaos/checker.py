@@ -196,10 +196,9 @@ def log_entries(text: str) -> list[str]:
         if _RECORD.match(line):
             entries.append(line)
             bare = False
-        elif not entries:
-            entries.append(line)
-            bare = True
-        elif line.startswith(_BARE_START) and not bare and _not_own(line, entries[-1]):
+        elif not entries or (
+            line.startswith(_BARE_START) and not bare and _not_own(line, entries[-1])
+        ):
             entries.append(line)
             bare = True
         else:

@@ -135,6 +135,11 @@ class Faults:
         serving = [self.cluster.peer(n) for n in self.serving()]
         launcher.wait_converged(serving, timeout)
 
+    def wait_dead(self, name: str, timeout: float = RESTART_TIMEOUT) -> None:
+        """Wait until a serving peer's gossip declares the killed `name` dead."""
+        observer = next(n for n in self.serving() if n != name)
+        self.cluster.wait_state(observer, name, "dead", timeout)
+
     def check_alive(self) -> None:
         """Record a crash for every peer that exited though nobody killed it."""
         with self._lock:

@@ -59,7 +59,7 @@ def missing(scenario: Scenario, use_netns: bool) -> str | None:
     """What `scenario` needs and cannot have here, or None."""
     if scenario.netns and not use_netns:
         return "the namespace network (root, ip, nft)"
-    if scenario.clock and not hostfaults.clock_available():
+    if scenario.clocks and not hostfaults.clock_available():
         return f"libfaketime ({hostfaults.LIBFAKETIME})"
     if scenario.disk and not hostfaults.disk_available():
         return "tmpfs mounts (root)"
@@ -120,7 +120,7 @@ def _run(
         extra += ["--cluster-key-file", str(root / "cluster.key")]
     started = time.monotonic()
     names = [f"p{i + 1}" for i in range(scenario.peers + scenario.spares)]
-    clocks = {n: FakeClock(root / "clocks" / n) for n in names} if scenario.clock else {}
+    clocks = {n: FakeClock(root / "clocks" / n) for n in names[: scenario.clocks]}
     disks: dict[str, SmallDisk] = {}
     cluster = None
     try:

@@ -6,8 +6,9 @@ is the same for a seed, whatever the timing of the workload. The only choices th
 timing are the victim of the upload-kill and isolated-coordinator scenarios when it is "the
 peer coordinating the upload".
 
-Scenarios marked `netns` need the namespace network (`tests.chaos.netns`); `clock` runs every
-peer under libfaketime, `disk` gives every peer a data directory on a tmpfs of that size;
+Scenarios marked `netns` need the namespace network (`tests.chaos.netns`); `clocks` runs the
+first so many peers under libfaketime (which slows a peer down several times, so the soak
+gives one peer a fake clock), `disk` gives every peer a data directory on a tmpfs of that size;
 `spares` are declared peers that start outside the cluster (they join, and leavers return).
 """
 
@@ -25,6 +26,7 @@ from tests.chaos.workload import Worker
 
 N, W = 3, 2  # the cluster defaults every scenario runs with
 DEAD_AFTER = 4.0  # --dead-after of the scenarios that keep a peer down past it
+BRIEF = 3.0  # seconds of faults the newer scenarios get in `./dev test`
 SHORT_GC = ("--gc-interval", "2", "--gc-grace", "5", "--anti-entropy-interval", "2")
 
 
@@ -58,13 +60,14 @@ class Scenario:
     pause: tuple[float, float] = (0.3, 1.5)
     extra: tuple[str, ...] = ()  # more `qfs peer` flags
     netns: bool = False  # needs the namespace network
-    clock: bool = False  # every peer on a wall clock the faults can step
+    clocks: int = 0  # the first so many peers on a wall clock the faults can step
     disk: str | None = None  # every peer's data directory on a tmpfs of this size
     spares: int = 0  # declared peers that start outside the cluster
-    settle: float = 3.0  # seconds of reads through every peer after convergence
+    settle: float = 2.0  # seconds of reads through every peer after convergence
     mix: tuple[float, float] = (0.5, 0.85)  # a worker's put share, then put + get share
     check_space: bool = False  # stored block bytes must come down to what the live files need
     steady_membership: bool = False  # no peer may be declared dead (no fault justifies it)
+    brief: float = 7.0  # seconds of faults in `./dev test`
 
 
 def _hold(chaos: Chaos, low: float, high: float) -> None:
@@ -213,13 +216,13 @@ def lossy_links(chaos: Chaos) -> None:
 
 
 def flapping(chaos: Chaos) -> None:
-    """One peer's link goes down and up again and again, for 0.1-2 s each time."""
+    """One peer's link goes down and up again and again, for 0.1-1.5 s each time."""
     victim = chaos.rng.choice(chaos.faults.names)
-    for _ in range(chaos.rng.randint(3, 10)):
+    for _ in range(chaos.rng.randint(2, 8)):
         chaos.faults.link(victim, False)
-        _hold(chaos, 0.1, 2.0)
+        _hold(chaos, 0.1, 1.5)
         chaos.faults.link(victim, True)
-        _hold(chaos, 0.1, 2.0)
+        _hold(chaos, 0.1, 1.5)
 
 
 def network(chaos: Chaos) -> None:
@@ -231,11 +234,14 @@ def network(chaos: Chaos) -> None:
 
 def clock_steps(chaos: Chaos) -> None:
     """A peer's wall clock jumps hours ahead or behind, then back and forth while it runs."""
-    victim = chaos.rng.choice(chaos.faults.names)
-    for _ in range(chaos.rng.randint(2, 5)):
+    stepped = sorted(set(chaos.faults.clocks) & set(chaos.faults.names))
+    if not stepped:  # the peer with a fake clock left the cluster (the soak)
+        return
+    victim = chaos.rng.choice(stepped)
+    for _ in range(chaos.rng.randint(2, 4)):
         hours = chaos.rng.choice([-1, 1]) * chaos.rng.uniform(1.0, 6.0)
         chaos.faults.step_clock(victim, round(hours * 3600))
-        _hold(chaos, 1.0, 4.0)
+        _hold(chaos, 0.5, 3.0)
     chaos.faults.step_clock(victim, 0)
 
 
@@ -263,7 +269,8 @@ def dead_and_back(chaos: Chaos) -> None:
     """SIGKILL a peer and keep it down past --dead-after (the ring drops it), then restart it."""
     victim = chaos.rng.choice(chaos.faults.names)
     chaos.faults.kill([victim])
-    _hold(chaos, DEAD_AFTER + 4.0, DEAD_AFTER + 8.0)
+    chaos.faults.wait_dead(victim)
+    _hold(chaos, DEAD_AFTER + 1.0, DEAD_AFTER + 4.0)
     chaos.faults.restart([victim])
 
 
@@ -360,8 +367,9 @@ SCENARIOS: dict[str, Scenario] = {
             "partition",
             "a majority and a minority cut off from each other, then healed",
             partition_majority,
-            peers=5,
+            peers=4,
             netns=True,
+            brief=BRIEF,
         ),
         Scenario(
             "isolated-coordinator",
@@ -370,27 +378,37 @@ SCENARIOS: dict[str, Scenario] = {
             workers=2,
             big_uploaders=1,
             netns=True,
+            brief=BRIEF,
         ),
         Scenario(
             "bridge",
             "two sides that cannot reach each other, both reaching a peer in the middle",
             bridge,
             netns=True,
+            brief=BRIEF,
         ),
-        Scenario("one-way", "A hears B, B does not hear A", one_way, netns=True),
+        Scenario("one-way", "A hears B, B does not hear A", one_way, netns=True, brief=BRIEF),
         Scenario(
             "lossy",
             "5-40% random packet loss on some links (nftables numgen)",
             lossy_links,
             netns=True,
+            brief=BRIEF,
         ),
-        Scenario("flapping", "a peer's link down and up every 0.1-2 s", flapping, netns=True),
+        Scenario(
+            "flapping",
+            "a peer's link down and up every 0.1-1.5 s",
+            flapping,
+            netns=True,
+            brief=BRIEF,
+        ),
         Scenario(
             "clock",
             "a peer's wall clock hours off, stepped back and forth; nobody may be declared dead",
             clock_steps,
-            clock=True,
+            clocks=3,
             steady_membership=True,
+            brief=BRIEF,
         ),
         Scenario(
             "disk-full",
@@ -398,12 +416,14 @@ SCENARIOS: dict[str, Scenario] = {
             disk_full,
             disk="160M",
             extra=SHORT_GC,
+            brief=BRIEF,
         ),
         Scenario(
             "grow-shrink",
             "grow 3 -> 5 one spare at a time, shrink 5 -> 3 by graceful leaves, under load",
             grow_shrink,
             spares=2,
+            brief=BRIEF,
         ),
         Scenario(
             "dead-return",
@@ -411,12 +431,14 @@ SCENARIOS: dict[str, Scenario] = {
             dead_and_back,
             peers=4,
             extra=("--dead-after", str(DEAD_AFTER)),
+            brief=BRIEF,
         ),
         Scenario(
             "wipe-rejoin",
             "a peer's data directory wiped; it rejoins under the same name",
             wipe_rejoin,
             peers=4,
+            brief=BRIEF,
         ),
         Scenario(
             "soak",
@@ -427,12 +449,13 @@ SCENARIOS: dict[str, Scenario] = {
             spares=1,
             keys=8,
             netns=True,
-            clock=True,
+            clocks=1,
             disk="256M",
             settle=10.0,
             mix=(0.45, 0.65),
             check_space=True,
             extra=(*SHORT_GC, "--dead-after", str(DEAD_AFTER)),
+            brief=10.0,
         ),
     ]
 }

@@ -181,7 +181,7 @@ def test_unhandled_errors_in_a_peer_log_are_flagged() -> None:
     deferred = "Unhandled error in Deferred:\n\nTraceback (most recent call last):\nFailure: x\n"
     crashed = "Exception in thread w:\nTraceback (most recent call last):\nKeyError: 'k'\n"
     error = "2026-12-01 09:25:02,002 p1 ERROR peer.rpc: RPC handler block.put failed\n"
-    error += "Traceback (most recent call last):\n  File \"r.py\", line 9\nOSError: [Errno 28]\n"
+    error += 'Traceback (most recent call last):\n  File "r.py", line 9\nOSError: [Errno 28]\n'
     for bad in (deferred, crashed, error, HANDLED + deferred):
         [violation] = check_logs({"p1": LOG_START + bad + LOG_START, "p2": LOG_START})
         assert violation["violation"] == "peer logged an unhandled error"

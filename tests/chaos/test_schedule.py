@@ -16,9 +16,10 @@ class RecordingFaults:
     """Stands in for `Faults`: records every call instead of signalling processes, and keeps
     the membership that joins and leaves change."""
 
-    def __init__(self, names: list[str], spares: int) -> None:
+    def __init__(self, names: list[str], spares: int, clocks: int) -> None:
         self.declared = names
         self.absent = set(names[len(names) - spares :])
+        self.clocks = dict.fromkeys(names[:clocks])
         self.calls: list[tuple[Any, ...]] = []
 
     @property
@@ -54,7 +55,7 @@ class SilentBurst:
 def schedule(name: str, seed: int, rounds: int = 25) -> list[tuple[Any, ...]]:
     scenario = SCENARIOS[name]
     names = [f"p{i + 1}" for i in range(scenario.peers + scenario.spares)]
-    faults = RecordingFaults(names, scenario.spares)
+    faults = RecordingFaults(names, scenario.spares, scenario.clocks)
     uploader = SimpleNamespace(uploading="p2")
     ports = {n: (7000 + i, 8000 + i) for i, n in enumerate(names)}
     chaos = Chaos(faults, random.Random(seed), [uploader], SilentBurst(faults.calls), ports)
