@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from tests.chaos import netns
-from tests.chaos.runner import CONVERGE_TIMEOUT, Unsupported, missing, run
+from tests.chaos.runner import CONVERGE_TIMEOUT, Unsupported, default_netns, missing, run
 from tests.chaos.scenarios import SCENARIOS
 
 
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = False
     for name in names:
-        use_netns = args.netns
-        if use_netns is None:
-            use_netns = name != "hostile" and netns.available()
+        use_netns = default_netns(SCENARIOS[name]) if args.netns is None else args.netns
         lacking = missing(SCENARIOS[name], use_netns)
         if lacking and len(names) > 1:
             print(f"skipped {name}: needs {lacking}", file=sys.stderr)

@@ -2,9 +2,10 @@
 
 Phases: start the cluster (on 127.0.0.1, or each peer in its own network namespace:
 `tests.chaos.netns`); run the workers and the fault scheduler for `duration` seconds while
-watching for peers that exit on their own (and, for a scenario with a steady membership, for
-peers declared dead); stop the faults and the workload; heal (end network faults, set clocks
-right, free disks, SIGCONT the frozen, restart the killed, wait for gossip to converge);
+watching for peers that exit on their own (and, for a steady scenario, for peers declared
+dead or whose background jobs stall); stop the faults and the workload; heal (end network
+faults, set clocks right, free disks, SIGCONT the frozen, restart the killed, wait for gossip
+to converge);
 observe the final state (rule 4 of `tests.chaos.checker`: every member agrees on every key
 with r=N, then with r=1, and every listing names the files, within `converge_timeout`); settle:
 read every key through every member for the scenario's `settle` seconds (rule 5) and, for the
@@ -26,6 +27,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ from tests.support import LocalCluster
 CONVERGE_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 RECLAIM_TIMEOUT = 60.0  # seconds the soak waits, quiet, for space to come back
+STALL_AFTER = 6.0  # seconds without an anti-entropy round (every second) that is a stall
 
 
 class Unsupported(RuntimeError):
@@ -63,9 +66,14 @@ def missing(scenario: Scenario, use_netns: bool) -> str | None:
         return f"libfaketime ({hostfaults.LIBFAKETIME})"
     if scenario.disk and not hostfaults.disk_available():
         return "tmpfs mounts (root)"
-    if scenario.name == "hostile" and use_netns:
-        return "loopback (its bursts go to 127.0.0.1 ports)"
+    if scenario.loopback and use_netns:
+        return "loopback"
     return None
+
+
+def default_netns(scenario: Scenario) -> bool:
+    """Whether `scenario` runs on the namespace network unless told: where it can."""
+    return not scenario.loopback and netns.available()
 
 
 def run(
@@ -81,14 +89,13 @@ def run(
 
     `exclusive` gives each worker keys of its own, so writes to one key never overlap and the
     checker's real-time rule pins every key's final state to its last acknowledged write.
-    `use_netns` puts every peer in a network namespace of its own (default: where possible,
-    except for the loopback-only hostile scenario); Unsupported when the scenario needs what
-    is missing here.
+    `use_netns` puts every peer in a network namespace of its own (default: `default_netns`);
+    Unsupported when the scenario needs what is missing here.
     """
     if isinstance(scenario, str):
         scenario = SCENARIOS[scenario]
     if use_netns is None:
-        use_netns = scenario.name != "hostile" and netns.available()
+        use_netns = default_netns(scenario)
     lacking = missing(scenario, use_netns)
     if lacking:
         raise Unsupported(f"scenario {scenario.name} needs {lacking}")
@@ -111,6 +118,7 @@ def _run(
     exclusive: bool,
     network: Network | None,
 ) -> dict[str, Any]:
+    """The run proper, in `network` if given: load and faults, heal, observe, settle, check."""
     extra = list(scenario.extra)
     cluster_key: bytes | None = None
     if scenario.cluster_key:
@@ -121,121 +129,106 @@ def _run(
     started = time.monotonic()
     names = [f"p{i + 1}" for i in range(scenario.peers + scenario.spares)]
     clocks = {n: FakeClock(root / "clocks" / n) for n in names[: scenario.clocks]}
+    with _cluster(root, scenario, extra, network, clocks) as (cluster, disks):
+        faults = Faults(cluster, network, clocks, disks, absent=names[scenario.peers :])
+        history = History()
+        keys = [f"/chaos/d{i % 3}/k{i:02d}" for i in range(scenario.keys)]
+        try:
+            workers = _workers(scenario, seed, cluster, keys, history, exclusive)
+            burst = Burst(random.Random(f"{seed}:hostile"), cluster_key, keys)
+            chaos = Chaos(faults, random.Random(seed), workers, burst, cluster.ports)
+            scheduler = _Scheduler(scenario, chaos)
+            watch = _SteadyWatch(faults) if scenario.steady else None
+            for thread in [*workers, scheduler, *([watch] if watch else [])]:
+                thread.start()
+            deadline = time.monotonic() + duration
+            while time.monotonic() < deadline and scheduler.is_alive():
+                faults.check_alive()
+                time.sleep(0.2)
+            scheduler.stop.set()
+            scheduler.join(120)
+            for worker in workers:
+                worker.stop_event.set()
+            for worker in workers:
+                worker.join(BIG_OP_TIMEOUT + 10)
+            faults.check_alive()
+            if watch is not None:
+                watch.stop.set()
+                watch.join(10)
+            heal_seconds = faults.heal()
+            members = [cluster.peer(n) for n in faults.names]
+            final, converged, converge_seconds = observe(members, keys, converge_timeout)
+            settled_at = time.monotonic()
+            space = settle(scenario, seed, members, keys, history, final, cluster)
+            violations: list[dict[str, Any]] = list(faults.violations)
+            violations += watch.violations if watch else []
+            violations += scheduler.errors
+            violations += history.problems
+            violations += burst.failures
+            violations += [
+                {
+                    "violation": "workload thread crashed",
+                    "worker": w.client_name,
+                    "error": repr(w.crash),
+                }
+                for w in workers
+                if w.crash is not None
+            ]
+            violations += converged
+            violations += check(history.ops, final, settled_at)
+            violations += space.pop("violations")
+            cluster.stop()
+            violations += _unclean_exits(cluster, faults)
+            violations += check_logs({p.name: cluster.log(p.name) for p in cluster.peers})
+            replay = (
+                f"python -m tests.chaos --scenario {scenario.name} --seed {seed} "
+                f"--duration {duration:g}" + (" --exclusive-keys" if exclusive else "")
+            )
+            for violation in violations:
+                violation.update(seed=seed, replay=replay)
+            with open(cluster.root / "history.jsonl", "w") as out:  # for the post-mortem
+                out.writelines(json.dumps(op.summary()) + "\n" for op in history.ops)
+            if violations:
+                (cluster.root / "violations.json").write_text(json.dumps(violations, default=str))
+            info = {
+                "scenario": scenario.name,
+                "seed": seed,
+                "exclusive_keys": exclusive,
+                "duration_s": duration,
+                "elapsed_s": round(time.monotonic() - started, 1),
+                "heal_s": round(heal_seconds, 1),
+                "converge_s": round(converge_seconds, 1),
+                "settle_s": round(time.monotonic() - settled_at, 1),
+                "members": faults.names,
+                **space,
+                "replay": replay,
+            }
+            return _summary(info, history, faults, burst, violations, final, cluster)
+        finally:
+            faults.release()
+            cluster.stop()
+
+
+@contextlib.contextmanager
+def _cluster(
+    root: Path,
+    scenario: Scenario,
+    extra: list[str],
+    network: Network | None,
+    clocks: dict[str, FakeClock],
+) -> Iterator[tuple[LocalCluster, dict[str, SmallDisk]]]:
+    """A started cluster and its disks; on the way out its peers are stopped and its disks
+    unmounted, whatever happened (also when it failed to start)."""
     disks: dict[str, SmallDisk] = {}
     cluster = None
     try:
         cluster = start_cluster(root, scenario, extra, network, clocks, disks)
-        faults = Faults(cluster, network, clocks, disks, absent=names[scenario.peers :])
-        history = History()
-        keys = [f"/chaos/d{i % 3}/k{i:02d}" for i in range(scenario.keys)]
-        return _load(
-            scenario,
-            seed,
-            duration,
-            cluster,
-            faults,
-            history,
-            keys,
-            cluster_key,
-            exclusive,
-            converge_timeout,
-            started,
-        )
+        yield cluster, disks
     finally:
         if cluster is not None:
             cluster.stop()
         for disk in disks.values():
             disk.unmount()
-
-
-def _load(
-    scenario: Scenario,
-    seed: int,
-    duration: float,
-    cluster: LocalCluster,
-    faults: Faults,
-    history: History,
-    keys: list[str],
-    cluster_key: bytes | None,
-    exclusive: bool,
-    converge_timeout: float,
-    started: float,
-) -> dict[str, Any]:
-    """The run proper, on a started cluster: load and faults, heal, observe, settle, check."""
-    try:
-        workers = _workers(scenario, seed, cluster, keys, history, exclusive)
-        burst = Burst(random.Random(f"{seed}:hostile"), cluster_key, keys)
-        chaos = Chaos(faults, random.Random(seed), workers, burst, cluster.ports)
-        scheduler = _Scheduler(scenario, chaos)
-        watch = _DeathWatch(faults) if scenario.steady_membership else None
-        for thread in [*workers, scheduler, *([watch] if watch else [])]:
-            thread.start()
-        deadline = time.monotonic() + duration
-        while time.monotonic() < deadline and scheduler.is_alive():
-            faults.check_alive()
-            time.sleep(0.2)
-        scheduler.stop.set()
-        scheduler.join(120)
-        for worker in workers:
-            worker.stop_event.set()
-        for worker in workers:
-            worker.join(BIG_OP_TIMEOUT + 10)
-        faults.check_alive()
-        if watch is not None:
-            watch.stop.set()
-            watch.join(10)
-        heal_seconds = faults.heal()
-        members = [cluster.peer(n) for n in faults.names]
-        final, converged, converge_seconds = observe(members, keys, converge_timeout)
-        settled_at = time.monotonic()
-        space = settle(scenario, seed, members, keys, history, final, cluster)
-        violations: list[dict[str, Any]] = list(faults.violations)
-        violations += watch.violations if watch else []
-        violations += scheduler.errors
-        violations += history.problems
-        violations += burst.failures
-        violations += [
-            {
-                "violation": "workload thread crashed",
-                "worker": w.client_name,
-                "error": repr(w.crash),
-            }
-            for w in workers
-            if w.crash is not None
-        ]
-        violations += converged
-        violations += check(history.ops, final, settled_at)
-        violations += space.pop("violations")
-        cluster.stop()
-        violations += _unclean_exits(cluster, faults)
-        violations += check_logs({p.name: cluster.log(p.name) for p in cluster.peers})
-        replay = (
-            f"python -m tests.chaos --scenario {scenario.name} --seed {seed} "
-            f"--duration {duration:g}" + (" --exclusive-keys" if exclusive else "")
-        )
-        for violation in violations:
-            violation.update(seed=seed, replay=replay)
-        with open(cluster.root / "history.jsonl", "w") as out:  # for the post-mortem
-            out.writelines(json.dumps(op.summary()) + "\n" for op in history.ops)
-        if violations:
-            (cluster.root / "violations.json").write_text(json.dumps(violations, default=str))
-        info = {
-            "scenario": scenario.name,
-            "seed": seed,
-            "exclusive_keys": exclusive,
-            "duration_s": duration,
-            "elapsed_s": round(time.monotonic() - started, 1),
-            "heal_s": round(heal_seconds, 1),
-            "converge_s": round(converge_seconds, 1),
-            "settle_s": round(time.monotonic() - settled_at, 1),
-            "members": faults.names,
-            **space,
-            "replay": replay,
-        }
-        return _summary(info, history, faults, burst, violations, final, cluster)
-    finally:
-        faults.release()
-        cluster.stop()
 
 
 def start_cluster(
@@ -329,16 +322,18 @@ class _Scheduler(threading.Thread):
             self.errors.append({"violation": "fault round failed", "error": repr(e)})
 
 
-class _DeathWatch(threading.Thread):
-    """Polls every serving member's view of the cluster: a serving member seen dead is a
-    violation (for scenarios whose faults never justify it, such as clock steps)."""
+class _SteadyWatch(threading.Thread):
+    """Polls every serving member's /v1/cluster, for scenarios whose faults never justify a
+    death or a stall (clock steps): a serving member seen dead, or a serving member whose
+    anti-entropy made no round for STALL_AFTER seconds (its timers stopped), is a violation."""
 
     def __init__(self, faults: Faults) -> None:
-        super().__init__(name="chaos-deathwatch", daemon=True)
+        super().__init__(name="chaos-steadywatch", daemon=True)
         self.faults = faults
         self.stop = threading.Event()
         self.violations: list[dict[str, Any]] = []
         self._seen: set[tuple[str, str]] = set()
+        self._progress: dict[str, tuple[int, float]] = {}  # peer -> (rounds, since)
 
     def run(self) -> None:
         with httpx.Client(timeout=2.0) as http:
@@ -347,23 +342,47 @@ class _DeathWatch(threading.Thread):
                 for name in sorted(serving):
                     url = self.faults.cluster.peer(name).http_url + "/v1/cluster"
                     try:
-                        members = http.get(url).json()["members"]
+                        body = http.get(url).json()
+                        members, rounds = body["members"], body["repair"]["anti_entropy_rounds"]
                     except (httpx.HTTPError, ValueError, KeyError):
                         continue
                     for member in members:
-                        pair = (name, member["name"])
-                        if member["state"] != "dead" or member["name"] not in serving:
-                            continue
-                        if pair not in self._seen:
-                            self._seen.add(pair)
-                            self.violations.append(
-                                {
-                                    "violation": "serving peer declared dead",
-                                    "observer": name,
-                                    "peer": member["name"],
-                                    "faults_so_far": self.faults.injected[-5:],
-                                }
+                        if member["state"] == "dead" and member["name"] in serving:
+                            self._report(
+                                "serving peer declared dead",
+                                (name, member["name"]),
+                                observer=name,
+                                peer=member["name"],
                             )
+                    self._stalled(name, rounds)
+
+    def _stalled(self, name: str, rounds: int) -> None:
+        now = time.monotonic()
+        last, since = self._progress.get(name, (-1, now))
+        if rounds != last:
+            self._progress[name] = (rounds, now)
+        elif now - since > STALL_AFTER:
+            self._report(
+                "background jobs stalled",
+                (name, "stall"),
+                peer=name,
+                anti_entropy_rounds=rounds,
+                for_s=round(now - since, 1),
+            )
+
+    def _report(self, what: str, once: tuple[str, str], **detail: object) -> None:
+        if once in self._seen:
+            return
+        self._seen.add(once)
+        clocks = {n: c.offset for n, c in self.faults.clocks.items() if c.offset}
+        self.violations.append(
+            {
+                "violation": what,
+                **detail,
+                "clock_offsets_s": clocks,
+                "faults_so_far": self.faults.injected[-5:],
+            }
+        )
 
 
 def settle(
