@@ -27,6 +27,7 @@ from tests.chaos.workload import Worker
 N, W = 3, 2  # the cluster defaults every scenario runs with
 DEAD_AFTER = 4.0  # --dead-after of the scenarios that keep a peer down past it
 BRIEF = 3.0  # seconds of faults the newer scenarios get in `./dev test`
+DELETES = (0.4, 0.7)  # a worker's mix with 30% deletes (tombstones for the collector to purge)
 SHORT_GC = ("--gc-interval", "2", "--gc-grace", "5", "--anti-entropy-interval", "2")
 
 
@@ -409,9 +410,9 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "clock",
-            "a peer's wall clock hours off, stepped back and forth; nobody dead, nothing stalled",
+            "p1's wall clock hours off, stepped back and forth; nobody dead, nothing stalled",
             clock_steps,
-            clocks=3,
+            clocks=1,
             steady=True,
             extra=("--anti-entropy-interval", "1"),
             brief=BRIEF,
@@ -429,6 +430,8 @@ SCENARIOS: dict[str, Scenario] = {
             "grow 3 -> 5 one spare at a time, shrink 5 -> 3 by graceful leaves, under load",
             grow_shrink,
             spares=2,
+            mix=DELETES,
+            extra=SHORT_GC,
             brief=BRIEF,
         ),
         Scenario(
@@ -436,7 +439,8 @@ SCENARIOS: dict[str, Scenario] = {
             f"a peer down past --dead-after {DEAD_AFTER:g} s (removed from the ring), then back",
             dead_and_back,
             peers=4,
-            extra=("--dead-after", str(DEAD_AFTER)),
+            mix=DELETES,
+            extra=(*SHORT_GC, "--dead-after", str(DEAD_AFTER)),
             brief=BRIEF,
         ),
         Scenario(
@@ -444,6 +448,8 @@ SCENARIOS: dict[str, Scenario] = {
             "a peer's data directory wiped; it rejoins under the same name",
             wipe_rejoin,
             peers=4,
+            mix=DELETES,
+            extra=SHORT_GC,
             brief=BRIEF,
         ),
         Scenario(
