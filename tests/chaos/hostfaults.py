@@ -1,8 +1,8 @@
 """Faults of a peer's host rather than its network: a wall clock that jumps, a disk that fills.
 
 Clock: the peer runs under libfaketime (Debian `faketime`) reading its offset from a file the
-test rewrites (``FAKETIME_TIMESTAMP_FILE``, re-read every second: ``FAKETIME_CACHE_DURATION``;
-re-reading on every call, ``FAKETIME_NO_CACHE``, costs a file read per clock call). Only the wall
+test rewrites (``FAKETIME_TIMESTAMP_FILE``; ``FAKETIME_CACHE_DURATION=1`` makes a step show
+within 2 s, where ``FAKETIME_NO_CACHE`` would read the file on every clock call). Only the wall
 clock moves: ``FAKETIME_DONT_FAKE_MONOTONIC``, since no kernel steps CLOCK_MONOTONIC. (libfaketime
 0.9.10 then breaks ``time.sleep`` on Python 3.11, wolfcw/libfaketime#426; a peer never calls it.)
 

@@ -51,7 +51,7 @@ from tests.support import LocalCluster
 CONVERGE_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 RECLAIM_TIMEOUT = 60.0  # seconds the soak waits, quiet, for space to come back
-STALL_AFTER = 6.0  # seconds without an anti-entropy round (every second) that is a stall
+STALL_AFTER = 5.0  # seconds without an anti-entropy round (every second) that is a stall
 
 
 class Unsupported(RuntimeError):

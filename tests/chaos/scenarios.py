@@ -235,15 +235,18 @@ def network(chaos: Chaos) -> None:
 
 
 def clock_steps(chaos: Chaos) -> None:
-    """A peer's wall clock jumps hours behind for a few seconds (longer than the stall a steady
-    scenario allows: a timer on the wall clock would stop), then back and forth."""
+    """A peer's wall clock jumps hours behind, hours ahead, behind again (each time behind for
+    longer than the stall a steady scenario allows: a timer on the wall clock would stop; twice,
+    as a timer whose job was running at the step is rescheduled from it), then now and then
+    once more either way; libfaketime takes up to 2 s to see each step."""
     stepped = sorted(set(chaos.faults.clocks) & set(chaos.faults.names))
     if not stepped:  # the peer with a fake clock left the cluster (the soak)
         return
     victim = chaos.rng.choice(stepped)
-    chaos.faults.step_clock(victim, -round(chaos.rng.uniform(1.0, 6.0) * 3600))
-    _hold(chaos, 7.0, 9.0)
-    for _ in range(chaos.rng.randint(1, 3)):
+    for sign, hold in ((-1, (8.0, 10.0)), (1, (0.5, 2.0)), (-1, (8.0, 10.0))):
+        chaos.faults.step_clock(victim, sign * round(chaos.rng.uniform(1.0, 6.0) * 3600))
+        _hold(chaos, *hold)
+    for _ in range(chaos.rng.randint(0, 2)):
         hours = chaos.rng.choice([-1, 1]) * chaos.rng.uniform(1.0, 6.0)
         chaos.faults.step_clock(victim, round(hours * 3600))
         _hold(chaos, 0.5, 3.0)
@@ -467,7 +470,7 @@ SCENARIOS: dict[str, Scenario] = {
             mix=(0.45, 0.65),
             check_space=True,
             extra=(*SHORT_GC, "--dead-after", str(DEAD_AFTER)),
-            brief=10.0,
+            brief=5.0,
         ),
     ]
 }

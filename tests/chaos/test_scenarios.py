@@ -1,7 +1,7 @@
 """Every chaos scenario, briefly: real peers, faults, a concurrent workload, then the checker.
 
 Each runs for its `brief` seconds of faults (the older scenarios 7, the network, clock, disk,
-membership ones 3, the soak 10), on the namespace network where this machine has one. A
+membership ones 3, the soak 5), on the namespace network where this machine has one. A
 scenario that shows a bug the repair layer still has is an expected failure naming that bug
 (strict: fixing the bug makes the test fail until the mark is removed).
 
