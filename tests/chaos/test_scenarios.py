@@ -3,8 +3,7 @@
 Each runs for its `brief` seconds of faults (the older scenarios 7, the network, clock, disk,
 membership ones 3, the soak 5), on the namespace network where this machine has one. A
 scenario that shows a bug the repair layer still has is an expected failure naming that bug
-(strict: fixing the bug makes the test fail until the mark is removed; not strict where the
-bug shows in nearly every run only).
+(strict: fixing the bug makes the test fail until the mark is removed).
 
 Longer runs: ``pytest tests/chaos/test_scenarios.py --chaos-duration 120 --chaos-seed 7`` or
 ``python -m tests.chaos --scenario all --duration 120 --seed 7``.
@@ -21,16 +20,10 @@ import pytest
 from tests.chaos.runner import default_netns, missing, run
 from tests.chaos.scenarios import SCENARIOS
 
-# A stall shows only when the step lands while the job waits (nearly always, not always): not
-# strict, or a lucky run would turn CI red.
-FLAKY_BUGS = {
-    "clock": "issue 15 (item 8, timers on the wall clock): a peer whose wall clock steps back "
-    "by hours stops its timers (anti-entropy, and with it gossip probes, GC, handoff) until real "
-    "time catches up: 'background jobs stalled'",
-}
 KNOWN_BUGS = {
-    "disk-full": "issue 15 (disk faults): a full disk makes RPC handlers fail with an unhandled "
-    "OSError ENOSPC / sqlite 'database or disk is full', logged as ERROR, not a clear 507",
+    "disk-full": "issue 15 (disk faults): on a full disk the collector's gc.begin RPC handler "
+    "fails with StorageFull (collector.save writes the horizon record), logged as ERROR "
+    "'RPC handler gc.begin failed' with a traceback",
 }
 
 
@@ -44,8 +37,6 @@ def _params() -> list[object]:
             marks.append(pytest.mark.skip(reason=f"needs {lacking}"))
         if name in KNOWN_BUGS:
             marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name]))
-        if name in FLAKY_BUGS:
-            marks.append(pytest.mark.xfail(strict=False, reason=FLAKY_BUGS[name]))
         params.append(pytest.param(name, use_netns, marks=marks, id=name))
     return params
 
