@@ -51,7 +51,9 @@ from tests.support import LocalCluster
 CONVERGE_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 RECLAIM_TIMEOUT = 60.0  # seconds the soak waits, quiet, for space to come back
-STALL_AFTER = 5.0  # seconds without an anti-entropy round (every second) that is a stall
+# Seconds without an anti-entropy round (one a second) that is a stall: more than a round
+# waiting out a 10 s RPC timeout takes.
+STALL_AFTER = 12.0
 
 
 class Unsupported(RuntimeError):
