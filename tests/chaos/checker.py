@@ -1,13 +1,13 @@
 """The checker: what a chaos history and the healed cluster's final state must satisfy.
 
 Terms, per key. A *mutation* is a put or an rm. It is *acknowledged* when the client got 201 /
-204, *indeterminate* when it got a 503, a timeout, a lost connection or an unexpected status
-(such a write may or may not surface later, even much later: design.md, "A 503 means not
-acknowledged"), and has no effect when the connection was refused or an rm got 404. Its
-*effect* is the value's digest for a put, ABSENT for an rm. Mutation Y *follows* X in real time
-when Y started after X ended. An indeterminate mutation whose client gave up (timeout, lost
-connection) may still be running on its coordinator, so it may read the key's state at any
-time; any other mutation read it before it ended (`Op.read_by`).
+204, *indeterminate* when it got a 503 or a 507 (a full disk), a timeout, a lost connection or
+an unexpected status (such a write may or may not surface later, even much later: design.md,
+"A 503 means not acknowledged"), and has no effect when the connection was refused or an rm
+got 404. Its *effect* is the value's digest for a put, ABSENT for an rm. Mutation Y *follows* X
+in real time when Y started after X ended. An indeterminate mutation whose client gave up
+(timeout, lost connection) may still be running on its coordinator, so it may read the key's
+state at any time; any other mutation read it before it ended (`Op.read_by`).
 
 Rules:
 

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from peer.client.api_client import QfsError
 from tests.chaos.checker import check, check_logs, check_space
-from tests.chaos.history import ABSENT, INDETERMINATE, NOOP, OK, READ, Op
+from tests.chaos.history import (
+    ABSENT,
+    INDETERMINATE,
+    NOOP,
+    OK,
+    READ,
+    Op,
+    classify_failure,
+    expected_failure,
+)
 
 KEY = "/k"
 
@@ -187,3 +197,11 @@ def test_unhandled_errors_in_a_peer_log_are_flagged() -> None:
         assert violation["violation"] == "peer logged an unhandled error"
         assert violation["peer"] == "p1" and violation["count"] == 1, violation
         assert violation["first"] == bad.removeprefix(HANDLED).rstrip("\n")
+
+
+def test_a_full_disk_answer_is_an_unacknowledged_write_not_a_surprise() -> None:
+    full = QfsError(507, "insufficient_storage", "block ...: no space")
+    put = Op(0, "c", "p1", "put", KEY, 0)
+    classify_failure(put, full)
+    assert put.outcome == INDETERMINATE and expected_failure(full, "put")
+    assert not expected_failure(full, "get")  # a read never needs space
