@@ -279,6 +279,8 @@ class NetCluster(LocalCluster):
         self.root = root
         self.extra = list(extra or [])
         self.token = None
+        self.tls_dir = None
+        self.ca = None
         self.network = network
         self.wrap = wrap or {}
         self.peers: list[PeerProcess] = []
@@ -300,8 +302,7 @@ class NetCluster(LocalCluster):
             address,
             "--http-bind",
             address,
-            "--insecure",
-        ]
+        ]  # peer_argv makes it an open (--insecure) peer, as --http-bind off loopback needs
         for other in self.ports:
             if other != name:
                 argv += ["--join", f"{self.network.address(other)}:{PORT}"]
