@@ -19,7 +19,7 @@ ABSENT = "<absent>"
 # Outcomes of a put or rm.
 OK = "ok"  # acknowledged (201 / 204)
 NOOP = "noop"  # rm answered 404: it found nothing to delete and wrote nothing
-INDETERMINATE = "indeterminate"  # 503, timeout, lost connection: may or may not take effect
+INDETERMINATE = "indeterminate"  # 503, 507, timeout, lost connection: may or may not take effect
 NOT_SENT = "not-sent"  # the connection was refused: the request never reached a peer
 FAILED = "error"  # an unexpected failure (a 500...): a violation, and indeterminate for values
 # Outcomes of a get.
@@ -104,6 +104,9 @@ class History:
             self.problems.append({"violation": what, **detail})
 
 
+UNAVAILABLE_STATUSES = (503, 507)  # not acknowledged: the quorum or a replica's disk fell short
+
+
 def classify_failure(op: Op, error: QfsError) -> None:
     """Fill in `op`'s outcome for a failed request; unexpected failures are left as `error`."""
     op.status, op.error = error.status, error.error
@@ -113,7 +116,7 @@ def classify_failure(op: Op, error: QfsError) -> None:
         op.outcome = UNAVAILABLE if error.status in (None, 503) else FAILED
     elif error.status == 404 and op.kind == "rm":
         op.outcome = NOOP
-    elif error.status == 503:
+    elif error.status in UNAVAILABLE_STATUSES:
         op.outcome = INDETERMINATE
     elif error.status is None and error.error in ("timeout", "connection lost"):
         op.outcome, op.late = INDETERMINATE, True
@@ -122,10 +125,13 @@ def classify_failure(op: Op, error: QfsError) -> None:
 
 
 def expected_failure(error: QfsError, kind: str) -> bool:
-    """Whether a failure is one chaos may cause: 503, a dead or frozen peer, or a 404 for rm/get.
+    """Whether a failure is one chaos may cause: 503, 507 for a put or rm (a full disk), a dead
+    or frozen peer, or a 404 for rm/get.
 
     A `corrupt` read, a 500 or any other status is not.
     """
     if error.status is None:
         return error.error in ("unreachable", "timeout", "connection lost")
+    if error.status == 507:
+        return kind != "get"
     return error.status == 503 or (error.status == 404 and kind in ("get", "rm"))

@@ -2,8 +2,14 @@
 
 A scenario's `step` is one fault round, fault and recovery both, drawn from the scheduler's
 `random.Random(seed)`: the sequence of faults (which peers, which signals, how long they last)
-is the same for a seed, whatever the timing of the workload. The only choice that depends on
-timing is the upload-kill scenario's victim when it is "the peer coordinating the upload".
+is the same for a seed, whatever the timing of the workload. The only choices that depend on
+timing are the victim of the upload-kill and isolated-coordinator scenarios when it is "the
+peer coordinating the upload".
+
+Scenarios marked `netns` need the namespace network (`tests.chaos.netns`); `clocks` runs the
+first so many peers under libfaketime (which slows a peer down several times, so the soak
+gives one peer a fake clock), `disk` gives every peer a data directory on a tmpfs of that size;
+`spares` are declared peers that start outside the cluster (they join, and leavers return).
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from tests.chaos.hostile import Burst
 from tests.chaos.workload import Worker
 
 N, W = 3, 2  # the cluster defaults every scenario runs with
+DEAD_AFTER = 4.0  # --dead-after of the scenarios that keep a peer down past it
+BRIEF = 3.0  # seconds of faults the newer scenarios get in `./dev test`
+DELETES = (0.4, 0.7)  # a worker's mix with 30% deletes (tombstones for the collector to purge)
+SHORT_GC = ("--gc-interval", "2", "--gc-grace", "5", "--anti-entropy-interval", "2")
 
 
 @dataclass
@@ -50,6 +60,16 @@ class Scenario:
     cluster_key: bool = False
     pause: tuple[float, float] = (0.3, 1.5)
     extra: tuple[str, ...] = ()  # more `qfs peer` flags
+    netns: bool = False  # needs the namespace network
+    loopback: bool = False  # runs on 127.0.0.1 only
+    clocks: int = 0  # the first so many peers on a wall clock the faults can step
+    disk: str | None = None  # every peer's data directory on a tmpfs of this size
+    spares: int = 0  # declared peers that start outside the cluster
+    settle: float = 2.0  # seconds of reads through every peer after convergence
+    mix: tuple[float, float] = (0.5, 0.85)  # a worker's put share, then put + get share
+    check_space: bool = False  # stored block bytes must come down to what the live files need
+    steady: bool = False  # no peer may be declared dead or stall (no fault justifies it)
+    brief: float = 7.0  # seconds of faults in `./dev test`
 
 
 def _hold(chaos: Chaos, low: float, high: float) -> None:
@@ -126,6 +146,162 @@ def kill_majority(chaos: Chaos) -> None:
     _take_down_together(chaos, N - W + 1, min(N, len(chaos.faults.names)), 0.3, (0.5, 3.0))
 
 
+def _others(chaos: Chaos, name: str) -> list[str]:
+    return [n for n in chaos.faults.names if n != name]
+
+
+def _uploading(chaos: Chaos, wait: float = 15.0) -> str | None:
+    """The peer a big upload is streaming through right now (waits up to `wait` s for one)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        uploading = next((w.uploading for w in chaos.workers if w.uploading), None)
+        if uploading:
+            return uploading
+        time.sleep(0.02)
+    return None
+
+
+def partition_majority(chaos: Chaos) -> None:
+    """Split the peers into a majority and a minority that cannot reach each other, then heal."""
+    names = list(chaos.faults.names)
+    chaos.rng.shuffle(names)
+    minority = names[: chaos.rng.randint(1, max(1, (len(names) - 1) // 2))]
+    majority = [n for n in names if n not in minority]
+    chaos.faults.partition(sorted(majority), sorted(minority))
+    _hold(chaos, 1.0, 8.0)
+    chaos.faults.heal_network()
+
+
+def isolate_coordinator(chaos: Chaos) -> None:
+    """While a big upload streams, cut its coordinator (now and then another peer) off from
+    every other peer (the client still reaches it), then heal."""
+    hold = chaos.rng.uniform(1.0, 6.0)
+    delay = chaos.rng.uniform(0.05, 1.0)
+    coordinator_cut = chaos.rng.random() < 0.75
+    other = chaos.rng.choice(chaos.faults.names)
+    uploading = _uploading(chaos)
+    victim = uploading if coordinator_cut and uploading else other
+    time.sleep(delay)
+    chaos.faults.partition([victim], _others(chaos, victim))
+    time.sleep(hold)
+    chaos.faults.heal_network()
+
+
+def bridge(chaos: Chaos) -> None:
+    """Two sides that cannot reach each other, both reaching a third peer in the middle."""
+    names = list(chaos.faults.names)
+    chaos.rng.shuffle(names)
+    middle, rest = names[0], names[1:]
+    cut = chaos.rng.randint(1, len(rest) - 1)
+    chaos.faults.partition(sorted(rest[:cut]), sorted(rest[cut:]))
+    chaos.faults.record("bridge", [middle])
+    _hold(chaos, 1.0, 8.0)
+    chaos.faults.heal_network()
+
+
+def one_way(chaos: Chaos) -> None:
+    """A hears B but B does not hear A (or hears a share of A's packets), then heal."""
+    a, b = chaos.rng.sample(chaos.faults.names, 2)
+    chaos.faults.one_way(a, b, chaos.rng.choice([100, 100, 80]))
+    _hold(chaos, 1.0, 8.0)
+    chaos.faults.heal_network()
+
+
+def lossy_links(chaos: Chaos) -> None:
+    """Random loss (5-40% of packets) on a few links at once, then heal."""
+    names = chaos.faults.names
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    for a, b in chaos.rng.sample(pairs, chaos.rng.randint(1, len(pairs))):
+        chaos.faults.lossy(a, b, chaos.rng.randint(5, 40))
+    _hold(chaos, 1.0, 8.0)
+    chaos.faults.heal_network()
+
+
+def flapping(chaos: Chaos) -> None:
+    """One peer's link goes down and up again and again, for 0.1-1.5 s each time."""
+    victim = chaos.rng.choice(chaos.faults.names)
+    for _ in range(chaos.rng.randint(2, 8)):
+        chaos.faults.link(victim, False)
+        _hold(chaos, 0.1, 1.5)
+        chaos.faults.link(victim, True)
+        _hold(chaos, 0.1, 1.5)
+
+
+def network(chaos: Chaos) -> None:
+    """Any of the network fault rounds, chosen at random."""
+    chaos.rng.choice(
+        [partition_majority, isolate_coordinator, bridge, one_way, lossy_links, flapping]
+    )(chaos)
+
+
+def clock_steps(chaos: Chaos) -> None:
+    """A peer's wall clock jumps hours behind for longer than the stall a steady scenario
+    allows (a timer on the wall clock would stop; libfaketime takes up to 2 s to see a step),
+    then hours ahead, then now and then once or twice more either way."""
+    stepped = sorted(set(chaos.faults.clocks) & set(chaos.faults.names))
+    if not stepped:  # the peer with a fake clock left the cluster (the soak)
+        return
+    victim = chaos.rng.choice(stepped)
+    for sign, hold in ((-1, (15.0, 17.0)), (1, (0.5, 2.0))):
+        chaos.faults.step_clock(victim, sign * round(chaos.rng.uniform(1.0, 6.0) * 3600))
+        _hold(chaos, *hold)
+    for _ in range(chaos.rng.randint(0, 2)):
+        hours = chaos.rng.choice([-1, 1]) * chaos.rng.uniform(1.0, 6.0)
+        chaos.faults.step_clock(victim, round(hours * 3600))
+        _hold(chaos, 0.5, 3.0)
+    chaos.faults.step_clock(victim, 0)
+
+
+def disk_full(chaos: Chaos) -> None:
+    """A peer's disk fills up under load, stays full a while, then is freed."""
+    victim = chaos.rng.choice(chaos.faults.names)
+    chaos.faults.fill_disk(victim)
+    _hold(chaos, 1.0, 6.0)
+    chaos.faults.free_disk(victim)
+
+
+def grow_shrink(chaos: Chaos) -> None:
+    """Grow the cluster by one spare up to all peers, then shrink it by graceful leaves (SIGTERM)
+    down to three, and again: the peers that left come back with their data."""
+    faults = chaos.faults
+    absent = sorted(faults.absent)
+    if absent and (len(faults.names) <= 3 or chaos.rng.random() < 0.5):
+        faults.join(chaos.rng.choice(absent))
+    else:
+        faults.leave(chaos.rng.choice(faults.names))
+    faults.wait_converged()
+
+
+def dead_and_back(chaos: Chaos) -> None:
+    """SIGKILL a peer and keep it down past --dead-after (the ring drops it), then restart it."""
+    victim = chaos.rng.choice(chaos.faults.names)
+    chaos.faults.kill([victim])
+    chaos.faults.wait_dead(victim)
+    _hold(chaos, DEAD_AFTER + 1.0, DEAD_AFTER + 4.0)
+    chaos.faults.restart([victim])
+
+
+def wipe_rejoin(chaos: Chaos) -> None:
+    """SIGKILL a peer, wipe its data directory, restart it under the same name (a new disk)."""
+    victim = chaos.rng.choice(chaos.faults.names)
+    chaos.faults.kill([victim])
+    chaos.faults.wipe(victim)
+    _hold(chaos, 0.5, 3.0)
+    chaos.faults.restart([victim])
+
+
+def membership(chaos: Chaos) -> None:
+    """Any of the membership rounds, chosen at random."""
+    chaos.rng.choice([grow_shrink, dead_and_back, wipe_rejoin])(chaos)
+
+
+def soak(chaos: Chaos) -> None:
+    """Any fault round of any kind: processes, network, clocks, disks, membership."""
+    chaos.rng.choice([kill_restart, freeze, graceful, network, clock_steps, disk_full, membership])(
+        chaos
+    )
+
+
 def mixed(chaos: Chaos) -> None:
     """Any of the other fault rounds, chosen at random."""
     chaos.rng.choice([kill_restart, freeze, kill_up_to_n_minus_w, kill_majority, graceful])(chaos)
@@ -193,6 +369,107 @@ SCENARIOS: dict[str, Scenario] = {
             hostile_input,
             cluster_key=True,
             pause=(0.1, 0.5),
+            loopback=True,  # its bursts go to 127.0.0.1 ports
+        ),
+        Scenario(
+            "partition",
+            "a majority and a minority cut off from each other, then healed",
+            partition_majority,
+            peers=4,
+            netns=True,
+            brief=BRIEF,
+        ),
+        Scenario(
+            "isolated-coordinator",
+            "the coordinator of a 4-8 MiB upload cut off from the other peers mid-stream",
+            isolate_coordinator,
+            workers=2,
+            big_uploaders=1,
+            netns=True,
+            brief=BRIEF,
+        ),
+        Scenario(
+            "bridge",
+            "two sides that cannot reach each other, both reaching a peer in the middle",
+            bridge,
+            netns=True,
+            brief=BRIEF,
+        ),
+        Scenario("one-way", "A hears B, B does not hear A", one_way, netns=True, brief=BRIEF),
+        Scenario(
+            "lossy",
+            "5-40% random packet loss on some links (nftables numgen)",
+            lossy_links,
+            netns=True,
+            brief=BRIEF,
+        ),
+        Scenario(
+            "flapping",
+            "a peer's link down and up every 0.1-1.5 s",
+            flapping,
+            netns=True,
+            brief=BRIEF,
+        ),
+        Scenario(
+            "clock",
+            "p1's wall clock hours off, stepped back and forth; nobody dead, nothing stalled",
+            clock_steps,
+            clocks=1,
+            steady=True,
+            extra=("--anti-entropy-interval", "1"),
+            brief=BRIEF,
+        ),
+        Scenario(
+            "disk-full",
+            "every data directory on a 160 MiB tmpfs; one fills up, then is freed",
+            disk_full,
+            disk="160M",
+            extra=SHORT_GC,
+            brief=BRIEF,
+        ),
+        Scenario(
+            "grow-shrink",
+            "grow 3 -> 5 one spare at a time, shrink 5 -> 3 by graceful leaves, under load",
+            grow_shrink,
+            spares=2,
+            mix=DELETES,
+            extra=SHORT_GC,
+            brief=BRIEF,
+        ),
+        Scenario(
+            "dead-return",
+            f"a peer down past --dead-after {DEAD_AFTER:g} s (removed from the ring), then back",
+            dead_and_back,
+            peers=4,
+            mix=DELETES,
+            extra=(*SHORT_GC, "--dead-after", str(DEAD_AFTER)),
+            brief=BRIEF,
+        ),
+        Scenario(
+            "wipe-rejoin",
+            "a peer's data directory wiped; it rejoins under the same name",
+            wipe_rejoin,
+            peers=4,
+            mix=DELETES,
+            extra=SHORT_GC,
+            brief=BRIEF,
+        ),
+        Scenario(
+            "soak",
+            "long run (use --duration 3600): every fault kind, short --gc-grace, deletes and "
+            "rewrites of few paths; stored block bytes must come back to the live files' need",
+            soak,
+            peers=4,
+            spares=1,
+            keys=8,
+            netns=True,
+            clocks=1,
+            disk="256M",
+            settle=5.0,
+            mix=(0.45, 0.65),
+            check_space=True,
+            extra=(*SHORT_GC, "--dead-after", str(DEAD_AFTER)),
+            brief=5.0,
         ),
     ]
 }

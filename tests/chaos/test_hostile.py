@@ -109,7 +109,7 @@ def test_half_sent_frames_held_open_while_clients_work(keyed, tmp_path: Path) ->
     assert all(w.crash is None for w in workers)
     assert sum(1 for op in history.ops if op.outcome == "ok") > 0
     assert all(p.running() for p in cluster.peers)
-    final, converged, _ = observe(cluster, keys, 30)
+    final, converged, _ = observe(cluster.peers, keys, 30)
     assert converged == []
     assert check(history.ops, final) == []
     assert_files_intact(cluster)

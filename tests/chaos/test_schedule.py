@@ -13,14 +13,29 @@ from tests.chaos.scenarios import SCENARIOS, Chaos
 
 
 class RecordingFaults:
-    """Stands in for `Faults`: records every call instead of signalling processes."""
+    """Stands in for `Faults`: records every call instead of signalling processes, and keeps
+    the membership that joins and leaves change."""
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
+    def __init__(self, names: list[str], spares: int, clocks: int) -> None:
+        self.declared = names
+        self.absent = set(names[len(names) - spares :])
+        self.clocks = dict.fromkeys(names[:clocks])
         self.calls: list[tuple[Any, ...]] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n in self.declared if n not in self.absent]
 
     def serving(self) -> list[str]:
         return self.names
+
+    def join(self, name: str) -> None:
+        self.absent.discard(name)
+        self.calls.append(("join", name))
+
+    def leave(self, name: str) -> None:
+        self.absent.add(name)
+        self.calls.append(("leave", name))
 
     def __getattr__(self, method: str) -> Any:
         return lambda *args, **kw: self.calls.append((method, *args, *sorted(kw.items())))
@@ -39,8 +54,8 @@ class SilentBurst:
 
 def schedule(name: str, seed: int, rounds: int = 25) -> list[tuple[Any, ...]]:
     scenario = SCENARIOS[name]
-    names = [f"p{i + 1}" for i in range(scenario.peers)]
-    faults = RecordingFaults(names)
+    names = [f"p{i + 1}" for i in range(scenario.peers + scenario.spares)]
+    faults = RecordingFaults(names, scenario.spares, scenario.clocks)
     uploader = SimpleNamespace(uploading="p2")
     ports = {n: (7000 + i, 8000 + i) for i, n in enumerate(names)}
     chaos = Chaos(faults, random.Random(seed), [uploader], SilentBurst(faults.calls), ports)

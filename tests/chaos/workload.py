@@ -44,7 +44,8 @@ def value_size(rng: random.Random, big: bool) -> int:
 
 
 class Worker(threading.Thread):
-    """One client thread; runs until `stop` is set. `big` makes it upload only large files."""
+    """One client thread; runs until `stop` is set. `big` makes it upload only large files;
+    `mix` is the share of puts, then of puts and gets together (the rest are deletes)."""
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class Worker(threading.Thread):
         stop: threading.Event,
         seed: str,
         big: bool = False,
+        mix: tuple[float, float] = (0.5, 0.85),
     ) -> None:
         super().__init__(name=f"chaos-{name}", daemon=True)
         self.client_name = name
@@ -63,6 +65,7 @@ class Worker(threading.Thread):
         self.stop_event = stop
         self.rng = random.Random(seed)
         self.big = big
+        self.mix = mix
         timeout = BIG_OP_TIMEOUT if big else OP_TIMEOUT
         self.clients = {peer: Client(url, timeout=timeout) for peer, url in urls.items()}
         self.seq = 0
@@ -85,9 +88,9 @@ class Worker(threading.Thread):
         peer = self.rng.choice(sorted(self.clients))
         key = self.rng.choice(self.keys)
         roll = self.rng.random()
-        if self.big or roll < 0.5:
+        if self.big or roll < self.mix[0]:
             self.put(peer, key)
-        elif roll < 0.85:
+        elif roll < self.mix[1]:
             self.get(peer, key)
         else:
             self.rm(peer, key)
