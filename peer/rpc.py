@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gossip.wire import FIRST_FRAME_MAX, Codec, Message, WireError
+from storage.fsutil import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,8 @@ class RpcServerProtocol(protocol.Protocol):
             self._reply_error(call_id, e.code, e.message)
         except WireError as e:
             self._reply_error(call_id, "bad_request", e.reason)
+        except StorageFull as e:  # this peer's disk: the caller counts it as a failed replica
+            self._reply_error(call_id, "storage_full", str(e))
         except Exception:
             log.exception("RPC handler %s failed", message.type)
             self._reply_error(call_id, "internal", f"{message.type} failed on this peer")
@@ -415,6 +418,12 @@ class RpcClient:
         try:
             return await pending
         except defer.TimeoutError:
+            # A connection that went silent (a partition drops packets, it sends no reset) is
+            # not trusted again: the next call connects afresh instead of timing out too.
+            if connection is self._protocol:
+                self._protocol = None
+                if connection.transport is not None:
+                    connection.transport.abortConnection()
             raise RpcError("timeout", f"{method} got no reply within {timeout:g}s") from None
 
     async def _connection(self) -> RpcClientProtocol:

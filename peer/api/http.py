@@ -385,6 +385,8 @@ class ApiResource(resource.Resource):
         if request.method == b"HEAD":
             request.finish()
             return
+        if request.channel is None:  # the client went away while the first block was read
+            return
         backpressure = Backpressure()
         request.registerProducer(backpressure, True)
         try:
@@ -403,7 +405,8 @@ class ApiResource(resource.Resource):
                 request.channel.transport.abortConnection()
             return
         finally:
-            request.unregisterProducer()
+            if request.channel is not None:  # None: the client has gone, and its producer
+                request.unregisterProducer()
         request.finish()
 
     async def delete_file(self, request: server.Request, rest: str, identity: Identity) -> None:
