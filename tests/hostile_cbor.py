@@ -83,7 +83,6 @@ def mutated(draw: st.DrawFn, values: st.SearchStrategy[Any] = plain_values) -> b
 def cpu_of(call: Callable[[], object]) -> float:
     """CPU seconds one call takes, whatever it raises (the cyclic GC held off meanwhile: a full
     collection of the test process's garbage is not the decoder's cost)."""
-    gc.collect()
     gc.disable()
     try:
         started = time.process_time()
