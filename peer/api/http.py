@@ -63,7 +63,13 @@ UPLOAD_BUFFER = 4 * 1024 * 1024  # unread upload bytes a peer holds before pausi
 STREAM_ABOVE = 64 * 1024  # smaller uploads arrive whole first: cheaper, nothing to overlap
 SMALL_BODY = 1024  # what a route that takes no body accepts (some clients send "{}" anyway)
 JSON_ROUTES = frozenset(
-    {(b"POST", "/v1/move"), (b"POST", "/v1/copy"), (b"PATCH", "/v1/stat"), (b"POST", "/v1/tokens")}
+    {
+        (b"POST", "/v1/move"),
+        (b"POST", "/v1/copy"),
+        (b"PATCH", "/v1/stat"),
+        (b"POST", "/v1/tokens"),
+        (b"POST", "/v1/s3"),
+    }
 )
 HEADER_TIMEOUT = 30.0
 UNKNOWN_ROUTE = "unknown"
@@ -529,7 +535,7 @@ class ApiResource(resource.Resource):
     ) -> tuple[int, Any]:
         """POST /v1/s3/keys {"user","groups"} -> 201 with the secret, shown once."""
         keys, _ = self._s3_keys(rest, identity)
-        return 201, await keys.create(_json_body(request))
+        return 201, await keys.create(await _json_body(request))
 
     async def list_s3_keys(
         self, request: server.Request, rest: str, identity: Identity
