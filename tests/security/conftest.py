@@ -48,6 +48,7 @@ def target(tmp_path_factory) -> Iterator[Target]:
     root = tmp_path_factory.mktemp("security")
     key = secrets.token_hex(32).encode()
     (root / "cluster.key").write_bytes(key)
+    (root / "cluster.key").chmod(0o600)  # a key others may read is refused
     (root / "admin.token").write_text(ADMIN + "\n")
     (root / "admin.token").chmod(0o600)  # a token file others may read is refused
     tmp = root / "tmp"
