@@ -132,7 +132,9 @@ def wait_converged(
     token: str | None = None,
     ca: str | None = None,
 ) -> float:
-    """Wait until every running peer sees every running peer alive; seconds waited.
+    """Wait until every running peer sees every running peer alive and holds its share (its
+    rejoin phase is "ready": a peer that joined or restarted has checked and filled its data);
+    seconds waited.
 
     `token` is sent as a bearer token (peers started with --admin-token-file need one); https
     peers must have certificates signed by the CA in the file `ca`.
@@ -152,17 +154,22 @@ def wait_converged(
                 if not peer.running():
                     raise RuntimeError(f"peer {peer.name} exited with {peer.process.returncode}")
                 try:
-                    members = http.get(peer.http_url + "/v1/cluster").json()["members"]
-                except (httpx.HTTPError, ValueError, KeyError):
+                    cluster = http.get(peer.http_url + "/v1/cluster").json()
+                    members = cluster["members"]
+                    phase = cluster["repair"]["rejoin"]["phase"]
+                except (httpx.HTTPError, ValueError, KeyError, TypeError):
                     lagging.add(peer.name)
                     continue
                 alive = {m["name"] for m in members if m["state"] == "alive"}
-                if not names <= alive:
+                if not names <= alive or phase != "ready":
                     lagging.add(peer.name)
             if not lagging:
                 return time.monotonic() - started
             time.sleep(0.05)
-    raise TimeoutError(f"peers {sorted(lagging)} did not see all of {sorted(names)} in {timeout}s")
+    raise TimeoutError(
+        f"peers {sorted(lagging)} did not see all of {sorted(names)}, or did not hold their "
+        f"share, in {timeout}s"
+    )
 
 
 def stop(peers: Iterable[PeerProcess], timeout: float = STOP_TIMEOUT) -> None:

@@ -142,9 +142,9 @@ class GarbageCollector:
         await self._run(write)
 
     def gone(self, node_id: str) -> bool:
-        """Whether `node_id` will never come back with its data: forgotten and off the ring."""
-        cluster = self._coordinator.cluster
-        return node_id not in self.state.known and node_id not in cluster.ring().members
+        """Whether `node_id` will never come back with its data: forgotten past the horizon, or
+        superseded by a new node id under its name (it may still be on the ring as dead)."""
+        return self._loaded and node_id not in self.state.known
 
     async def observe(self) -> None:
         """Bring the known peers up to date with gossip (absences counted on the monotonic

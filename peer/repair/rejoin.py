@@ -191,12 +191,17 @@ class Rejoin:
         if not others and self._expects_peers and self._unanswered < ALONE_STEPS:
             self._unanswered += 1
             return  # gossip has not shown the peers it joined yet
+        failed = []
         for node in others:
             try:
                 self.status.items_pulled += await self._anti_entropy.pull_share(node)
             except (RpcError, WireError, KeyError, TypeError) as e:
                 log.info("rejoin: pulling from %s deferred: %s", node, e)
-                return
+                failed.append(node)
+        # Every acknowledged item is on W peers: with at most W - 1 of them unreachable, some
+        # other peer gave it. More unreachable than that, and the share may be incomplete.
+        if len(failed) > self._coordinator.settings.w - 1 or (others and failed == others):
+            return
         self._collector.state.filling = False
         await self._collector.save()
         self._replica.state.ready = True
