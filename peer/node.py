@@ -373,7 +373,7 @@ class Node(service.MultiService):
             },
             "repair": {
                 "under_replicated": repair.under_replicated,
-                "hints_pending": self.handoff.pending,
+                "hints_pending": self.handoff.pending(),
                 "anti_entropy_rounds": repair.rounds,
                 "last_round_s": (
                     None if repair.last_round_at is None else round(now - repair.last_round_at, 3)
@@ -543,7 +543,9 @@ class _NodeCollector:
             value=node.gossip.counters.datagrams_dropped,
         )
         yield GaugeMetricFamily(
-            "qfs_hints_pending", "hinted writes waiting for their home", value=node.handoff.pending
+            "qfs_hints_pending",
+            "hinted writes waiting for their home",
+            value=node.handoff.pending(),
         )
         repair = node.anti_entropy.counters
         for name, help_text, value in (

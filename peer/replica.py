@@ -37,6 +37,7 @@ MAX_BATCH_KEYS = 10_000
 MAX_INLINE_READS = 8
 STORAGE_FULL = "storage_full"
 UNREADABLE = "unreadable"
+MAX_BLOCK_AGE = 100 * 365 * 86400  # seconds; a block copy's age on the wire
 MAX_SIBLINGS = 1024  # per key; concurrent writes leave a handful
 
 
@@ -139,13 +140,28 @@ class Replica:
 
         return checked
 
-    async def store_block(self, data: bytes, block: str, *, repair: bool = False) -> None:
+    async def store_block(
+        self, data: bytes, block: str, *, repair: bool = False, age: float = 0.0
+    ) -> None:
         """Store a block here durably. A write's block is noted first for garbage collection
-        (peer.pins); a repair's copy is not: moving a block around references nothing, and
-        noting every copy anti-entropy makes would keep unreferenced blocks alive for good."""
+        (peer.pins) and is new; a repair's copy is not noted and is as old as the copy it was
+        made from (`age`, seconds since that one was last used): moving a block around
+        references nothing, and copies that looked new would pass an unreferenced block from
+        peer to peer for ever, each copy younger than the grace when the sweep comes."""
         if not repair:
             self.activity.note([block])
-        await self._run(self.blocks.put, data, block)
+            age = 0.0
+        await self._run(lambda: self.blocks.put(data, block, age=age))
+
+    async def copy_of(self, block: str) -> tuple[bytes, float]:
+        """A verified copy of a stored block to send to a peer, with its age (for
+        `store_block` there); BlockError if it cannot be read."""
+
+        def read() -> tuple[bytes, float]:
+            data = self.blocks.get(block)
+            return data, self.blocks.age(block) or 0.0
+
+        return await self._run(read)
 
     async def block_has(self, message: Message) -> dict[str, Any]:
         hashes = _string_list(message, "hashes")
@@ -174,8 +190,9 @@ class Replica:
         data = message.field("data", bytes)
         hint_for = message.field("hint_for", str, default=None)
         repair = message.field("repair", bool, default=False)
+        age = block_age(message.body.get("age", 0.0))
         try:
-            await self.store_block(data, block, repair=repair)
+            await self.store_block(data, block, repair=repair, age=age)
         except HashMismatch as e:
             raise RpcError("hash_mismatch", str(e)) from None
         except ValueError as e:
@@ -189,7 +206,7 @@ class Replica:
     async def block_get(self, message: Message) -> dict[str, Any]:
         block = message.field("hash", str)
         try:
-            data = await self._run(self.blocks.get, block)
+            data, age = await self.copy_of(block)
         except BlockNotFound:
             raise RpcError("not_found", f"no block {block}") from None
         except BlockCorrupt:
@@ -198,7 +215,7 @@ class Replica:
             raise RpcError(UNREADABLE, str(e)) from None
         except ValueError as e:
             raise RpcError("bad_request", str(e)) from None
-        return {"data": data}
+        return {"data": data, "age": age}
 
     async def record_get(self, message: Message) -> dict[str, Any]:
         """Siblings of a few keys. Read on the calling thread: a point read on the store's own
@@ -265,6 +282,15 @@ class Replica:
 
 def _hint() -> Sibling:
     return Sibling(HINT_CLOCK, b"")
+
+
+def block_age(value: object) -> float:
+    """A block copy's age from the wire: seconds, finite, from 0 up to MAX_BLOCK_AGE."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(f"block age must be a number of seconds, got {type(value).__name__}")
+    if not 0 <= value <= MAX_BLOCK_AGE:  # NaN fails both comparisons
+        raise WireError(f"block age must be from 0 to {MAX_BLOCK_AGE} seconds")
+    return float(value)
 
 
 def _string_list(message: Message, name: str) -> list[str]:

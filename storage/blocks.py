@@ -31,7 +31,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,9 +138,16 @@ class BlockStats:
 class BlockStore(abc.ABC):
     """The block store contract shared by the disk and memory implementations."""
 
+    clock: Callable[[], float] = staticmethod(time.time)  # the wall clock puts are dated by
+
     @abc.abstractmethod
-    def put(self, data: bytes, expected_hash: str | None = None) -> str:
-        """Store ``data`` durably and return its hash; HashMismatch if not ``expected_hash``."""
+    def put(self, data: bytes, expected_hash: str | None = None, *, age: float = 0.0) -> str:
+        """Store ``data`` durably and return its hash; HashMismatch if not ``expected_hash``.
+
+        ``age``: a copy of a block stored elsewhere is as old as that one (seconds since it was
+        last used there): garbage collection ages the copy from then, not from now, so copies
+        that repair moves between peers never keep an unreferenced block alive. A block already
+        stored keeps its own time."""
 
     @abc.abstractmethod
     def get(self, hash: str) -> bytes:
@@ -168,6 +175,11 @@ class BlockStore(abc.ABC):
     def last_used(self, hash: str) -> float | None:
         """Wall-clock time of the block's last put or touch, or None if it is not stored."""
 
+    def age(self, hash: str) -> float | None:
+        """Seconds since the block's last put or touch (never negative), or None if absent."""
+        used = self.last_used(hash)
+        return None if used is None else max(0.0, self.clock() - used)
+
     @abc.abstractmethod
     def hashes(self) -> Iterator[str]:
         """Every stored block's hash, in no particular order (for anti-entropy)."""
@@ -182,20 +194,23 @@ class BlockStore(abc.ABC):
 
 
 class MemoryBlockStore(BlockStore):
-    """The block store contract in memory, for tests of the packages above storage."""
+    """The block store contract in memory, for tests of the packages above storage; `clock`
+    dates puts and touches (a test's simulated wall clock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._blocks: dict[str, bytes] = {}
         self._quarantine: dict[str, bytes] = {}
         self._used: dict[str, float] = {}
 
-    def put(self, data: bytes, expected_hash: str | None = None) -> str:
+    def put(self, data: bytes, expected_hash: str | None = None, *, age: float = 0.0) -> str:
         """See BlockStore.put."""
         hash = _hash_checked(data, expected_hash)
         with self._lock:
-            self._blocks.setdefault(hash, bytes(data))
-            self._used[hash] = time.time()
+            if hash not in self._blocks:
+                self._blocks[hash] = bytes(data)
+                self._used[hash] = self.clock() - age
         return hash
 
     def touch(self, hash: str) -> bool:
@@ -204,7 +219,7 @@ class MemoryBlockStore(BlockStore):
         with self._lock:
             if hash not in self._blocks:
                 return False
-            self._used[hash] = time.time()
+            self._used[hash] = self.clock()
             return True
 
     def last_used(self, hash: str) -> float | None:
@@ -308,8 +323,9 @@ class DiskBlockStore(BlockStore):
         if self._fsync:
             sync_dir(path)
 
-    def put(self, data: bytes, expected_hash: str | None = None) -> str:
-        """See BlockStore.put. A stored copy of the wrong size is quarantined and replaced."""
+    def put(self, data: bytes, expected_hash: str | None = None, *, age: float = 0.0) -> str:
+        """See BlockStore.put (the age is the file's mtime). A stored copy of the wrong size is
+        quarantined and replaced."""
         hash = _hash_checked(data, expected_hash)
         final = self._path(hash)
         size = memoryview(data).nbytes
@@ -319,17 +335,20 @@ class DiskBlockStore(BlockStore):
             self._sync_dir(final.parent)
             return hash
         try:
-            self._store(hash, data, final, size)
+            self._store(hash, data, final, size, age)
         except OSError as e:
             if e.errno in NO_SPACE:
                 raise StorageFull(f"no space for block {hash} under {self.root}: {e}") from e
             raise
         return hash
 
-    def _store(self, hash: str, data: bytes, final: Path, size: int) -> None:
+    def _store(self, hash: str, data: bytes, final: Path, size: int, age: float) -> None:
         """Write, rename into place and sync a block that is not stored (or stored torn)."""
         temp: Path | None = self._write_temp(hash, data)
         try:
+            if age:
+                used = self.clock() - age
+                os.utime(temp, (used, used))
             with self._lock:
                 existing = _stat_size(final)
                 if existing != size:

@@ -303,10 +303,16 @@ class RecordStore:
                 return
             low, inclusive = rows[-1][0], False
 
-    def count(self) -> int:
-        """Number of keys stored."""
+    def count(self, prefix: str = "") -> int:
+        """Number of keys stored that start with ``prefix`` (all keys by default)."""
+        _check_key(prefix)
+        sql, params = "SELECT count(*) FROM records", []
+        if prefix:
+            # Keys with the prefix sort in [prefix, prefix with its last character bumped).
+            sql += " WHERE key >= ? AND key < ?"
+            params = [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
         with self._read_lock:
-            return self._read_conn().execute("SELECT count(*) FROM records").fetchone()[0]
+            return self._read_conn().execute(sql, params).fetchone()[0]
 
     def close(self) -> None:
         """Close the database; later calls raise ValueError. Idempotent."""

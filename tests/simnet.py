@@ -6,6 +6,7 @@ reactor is needed and every await completes at once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,18 +100,26 @@ SIM_TIME = 1000.0  # the simulated clock's "now"; members were last heard at 0
 
 
 def sim_cluster(tmp_path: Path):
-    """A fixture body: yields build(size, n, r, w, dead_after) -> (network, coordinators) and
-    closes every store afterwards. `network.add_peer` adds a peer to a built cluster."""
+    """A fixture body: yields build(size, n, r, w, dead_after, wall) -> (network, coordinators)
+    and closes every store afterwards (`wall` dates the blocks). `network.add_peer` adds a peer
+    to a built cluster."""
     stores: list[RecordStore] = []
 
-    def build(size: int, n: int = 3, r: int = 2, w: int = 2, dead_after: float = float("inf")):
+    def build(
+        size: int,
+        n: int = 3,
+        r: int = 2,
+        w: int = 2,
+        dead_after: float = float("inf"),
+        wall: Callable[[], float] = time.time,
+    ):
         network = SimNetwork()
         coordinators: dict[str, Coordinator] = {}
 
         def add_peer(node: str) -> Coordinator:
             records = RecordStore(tmp_path / f"{node}.sqlite")
             stores.append(records)
-            network.replicas[node] = Replica(MemoryBlockStore(), records, inline)
+            network.replicas[node] = Replica(MemoryBlockStore(wall), records, inline)
             network.handlers[node] = network.replicas[node].handlers()
             network.states[node] = "alive"
             coordinators[node] = Coordinator(

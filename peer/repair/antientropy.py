@@ -37,6 +37,7 @@ from peer.replica import (
     LOCAL_PREFIX,
     Replica,
     RunInThread,
+    block_age,
     sibling_to_wire,
     siblings_from_wire,
 )
@@ -241,18 +242,24 @@ class AntiEntropy:
             reply = await self._coordinator.call(partner, "block.get", {"hash": block})
             data = reply.get("data")
             if isinstance(data, bytes):
-                await self._replica.store_block(data, block, repair=True)
+                age = block_age(reply.get("age", 0.0))
+                await self._replica.store_block(data, block, repair=True, age=age)
                 self.counters.blocks_pulled += 1
                 self.counters.bytes_moved += len(data)
         for block in sorted(mine - theirs):
             try:
-                data = await self._run(self._replica.blocks.get, block)
+                data = await self._push_block(partner, block)
             except BlockError:
                 continue  # corrupt here (now quarantined): the partner keeps its copy
-            args = {"hash": block, "data": data, "repair": True}
-            await self._coordinator.call(partner, "block.put", args)
             self.counters.blocks_pushed += 1
             self.counters.bytes_moved += len(data)
+
+    async def _push_block(self, peer: str, block: str) -> bytes:
+        """Send `peer` a repair copy of a local block (as old as ours); the bytes sent."""
+        data, age = await self._replica.copy_of(block)
+        args = {"hash": block, "data": data, "repair": True, "age": age}
+        await self._coordinator.call(peer, "block.put", args)
+        return data
 
     def _items_for(self, keys: list[str]) -> list[list[Any]]:
         records = self._replica.records
@@ -299,11 +306,9 @@ class AntiEntropy:
                 if reply.get("have") == [True]:
                     continue
                 try:
-                    data = await self._run(self._replica.blocks.get, block)
+                    await self._push_block(home, block)
                 except BlockError:
                     return False  # unreadable here: the homes get it from elsewhere
-                args = {"hash": block, "data": data, "repair": True}
-                await self._coordinator.call(home, "block.put", args)
             activity, blocks = self._replica.activity, self._replica.blocks
             return await self._run(activity.delete_unless_noted, block, mark, blocks.delete)
         finally:

@@ -49,7 +49,6 @@ class HintedHandoff:
         self._running = False
         self.delivered = 0
         self.rehomed = 0
-        self.pending = 0
 
     async def deliver(self) -> int:
         """One round: hand over what can be handed over now; returns hints delivered."""
@@ -58,7 +57,6 @@ class HintedHandoff:
         self._running = True
         try:
             hints = await self._run(lambda: list(self._records.keys(HINT_PREFIX)))
-            self.pending = len(hints)
             by_home: dict[str, list[tuple[str, str]]] = defaultdict(list)
             for hint in hints:
                 home, key = parse_hint_key(hint)
@@ -74,10 +72,13 @@ class HintedHandoff:
                 except RpcError as e:
                     log.info("hinted handoff to %s deferred: %s", cluster.name_of(home), e)
             self.delivered += delivered
-            self.pending -= delivered
             return delivered
         finally:
             self._running = False
+
+    def pending(self) -> int:
+        """Hints stored here now (read from the store, so never a round behind the writes)."""
+        return self._records.count(HINT_PREFIX)
 
     async def _deliver_to(
         self, home: str, pending: list[tuple[str, str]], keep_hint: bool = False

@@ -419,6 +419,8 @@ def settle(
             stored = {p.name: block_bytes(cluster.root / p.name) for p in members}
             space = check_space(stored, live, min(N, len(members)))
             if not space or elapsed > scenario.settle + RECLAIM_TIMEOUT:
+                for violation in space:
+                    violation["collectors"] = _collectors(cluster, members)
                 return {
                     "live_bytes": live,
                     "stored_block_bytes": stored,
@@ -429,6 +431,24 @@ def settle(
     finally:
         for client in reader.clients.values():
             client.close()
+
+
+GC_FIELDS = ("gc_rounds", "gc_last_skip", "gc_generation", "known_peers_away", "rejoin")
+
+
+def _collectors(cluster: LocalCluster, members: list[PeerProcess]) -> dict[str, Any]:
+    """What each member's garbage collector says it did and why it waits (for the post-mortem
+    of a space violation)."""
+    seen: dict[str, Any] = {}
+    for peer in members:
+        try:
+            with cluster.client(peer.name) as client:
+                repair = client.cluster()["repair"]
+        except (QfsError, OSError) as e:
+            seen[peer.name] = repr(e)
+        else:
+            seen[peer.name] = {field: repair.get(field) for field in GC_FIELDS}
+    return seen
 
 
 def block_bytes(data: Path) -> int:

@@ -54,10 +54,10 @@ class FullBlockStore(MemoryBlockStore):
 
     full = True
 
-    def put(self, data: bytes, expected_hash: str | None = None) -> str:
+    def put(self, data: bytes, expected_hash: str | None = None, *, age: float = 0.0) -> str:
         if self.full:
             raise StorageFull("no space for block under /simulated: [Errno 28] No space left")
-        return super().put(data, expected_hash)
+        return super().put(data, expected_hash, age=age)
 
 
 def test_a_block_copy_that_fails_to_read_is_served_from_another_replica_and_repaired(

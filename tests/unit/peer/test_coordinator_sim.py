@@ -104,8 +104,10 @@ def test_sloppy_quorum_hint_is_handed_over_when_the_home_returns(cluster) -> Non
     for stand_in in stand_ins:
         replica = network.replicas[stand_in]
         handoff = HintedHandoff(coordinators[stand_in], replica.blocks, replica.records, inline)
+        assert handoff.pending() >= 1  # counted as soon as written, before any round ran
         assert run(handoff.deliver()) >= 1
         assert list(replica.records.keys(HINT_PREFIX)) == []
+        assert handoff.pending() == 0
     assert len(network.replicas[down].records.get(manifest_key("/hinted"))) == 1
     for stand_in in stand_ins:
         network.kill(stand_in)

@@ -297,6 +297,17 @@ def test_touch_and_last_used(store: BlockStore) -> None:
     assert store.last_used(stored) is None
 
 
+def test_a_copy_is_dated_by_its_age_and_a_stored_block_keeps_its_time(store: BlockStore) -> None:
+    copied = store.put(b"copied from a peer", age=3600.0)
+    assert abs(store.age(copied) - 3600.0) < 5
+    assert abs(store.last_used(copied) - (time.time() - 3600.0)) < 5
+    store.put(b"copied from a peer", age=7200.0)  # already here: its own time stays
+    assert abs(store.age(copied) - 3600.0) < 5
+    assert store.touch(copied)
+    assert store.age(copied) < 5
+    assert store.age(block_hash(b"never stored")) is None
+
+
 # --- direct I/O ---------------------------------------------------------------------------
 
 

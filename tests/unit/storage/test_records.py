@@ -233,6 +233,8 @@ def test_range_and_keys(store: RecordStore) -> None:
     keys = [f"d/{i:04d}" for i in range(600)] + ["a", "e", "d", "d0", "é", "\U0001f600", "d/"]
     store.put_many((k, Sibling(vc(a=1), k.encode())) for k in keys)
     assert store.count() == len(keys)
+    for prefix in ("d/", "d", "é", "zzz"):
+        assert store.count(prefix) == sum(k.startswith(prefix) for k in keys), prefix
     assert list(store.keys()) == sorted(keys)
     assert list(store.keys("d/")) == sorted(k for k in keys if k.startswith("d/"))
     assert list(store.keys("zzz")) == []
