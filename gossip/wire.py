@@ -90,23 +90,28 @@ def _kind_names(kinds: tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
-def load_cluster_key(path: str | os.PathLike[str]) -> bytes:
-    """Read the shared cluster key material from ``path`` (surrounding whitespace ignored).
-
-    As ssh does with private keys, a file that group or others may read or write is refused:
-    anyone who can read it can forge every message of the cluster."""
+def read_private_file(path: str | os.PathLike[str], what: str, limit: int) -> bytes:
+    """Up to `limit` bytes of a secret file (surrounding whitespace stripped); WireError, which
+    names `what` the file is, if it cannot be read or, as ssh does with private keys, if group
+    or others may read or write it (whoever reads a secret holds it)."""
+    name = os.fspath(path)
     try:
         with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode & 0o777
             if mode & 0o077:
                 raise WireError(
-                    f"cluster key file {os.fspath(path)!r}: permissions {mode:04o} are too "
-                    "open: it must not be readable or writable by group or others "
-                    f"(chmod 600 {os.fspath(path)})"
+                    f"{what} file {name}: permissions {mode:04o} are too open: it must not be "
+                    f"readable or writable by group or others (chmod 600 {name})"
                 )
-            material = f.read(4097).strip()
+            return f.read(limit).strip()
     except OSError as e:
-        raise WireError(f"cluster key file {os.fspath(path)!r}: {e.strerror}") from e
+        raise WireError(f"{what} file {name}: {e.strerror}") from None
+
+
+def load_cluster_key(path: str | os.PathLike[str]) -> bytes:
+    """Read the shared cluster key material from ``path`` (a private file: anyone who can read
+    it can forge every message of the cluster)."""
+    material = read_private_file(path, "cluster key", 4097)
     if len(material) < MIN_KEY_BYTES:
         raise WireError(
             f"cluster key file {os.fspath(path)!r}: key must be at least {MIN_KEY_BYTES} bytes"

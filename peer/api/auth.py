@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import math
-import os
 import re
 import secrets
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import cbor2
 
 from gossip.cbor import excerpt
 from gossip.cbor import loads as cbor_loads
+from gossip.wire import read_private_file
 from peer.coordinator import Coordinator
 from peer.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
 from peer.permissions import ADMIN_IDENTITY, Identity, check_name
@@ -80,18 +80,8 @@ def bearer_token(header: bytes | None) -> str:
 def load_admin_token(path: Path) -> str:
     """The admin token in `path`; ValueError when group or others may read or write the file
     (anyone who reads it is the admin) or when it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode & 0o777
-            if mode & 0o077:
-                raise ValueError(
-                    f"admin token file {path}: permissions {mode:04o} are too open: it must not "
-                    f"be readable or writable by group or others (chmod 600 {path})"
-                )
-            raw = f.read(MAX_HEADER + 1)
-    except OSError as e:
-        raise ValueError(f"admin token file {path}: {e.strerror}") from None
-    return raw.decode("ascii", "replace").strip()
+    raw = read_private_file(path, "admin token", MAX_HEADER + 1)
+    return raw.decode("ascii", "replace")
 
 
 class FailureLimiter:

@@ -699,7 +699,8 @@ def _token(args: argparse.Namespace) -> str | None:
 
 def read_token_file(path: str) -> str:
     """The token in `path`, refused (as ssh refuses a private key) when group or others may
-    read or write the file: whoever reads it is that user."""
+    read or write the file: whoever reads it is that user. (The peer's secret files go through
+    gossip.wire.read_private_file; the client side imports nothing of the node.)"""
     try:
         with open(path, "rb") as f:
             mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
