@@ -62,6 +62,13 @@ class InsufficientStorage(ApiError):
     error = "insufficient_storage"
 
 
+class PayloadTooLarge(ApiError):
+    """A body past its route's limit; the connection is closed after the answer."""
+
+    status = 413
+    error = "payload_too_large"
+
+
 class Unauthorized(ApiError):
     """No valid token: missing, malformed, unknown or revoked."""
 

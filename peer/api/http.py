@@ -9,11 +9,12 @@ within the channel's header deadline (it runs from the connection's first byte o
 the previous request, and trickling bytes does not extend it); a body is accepted only up to
 its route's limit (file uploads stream without one, JSON routes take MAX_JSON_BODY, every
 other route SMALL_BODY) and one announced or grown past it is answered 413 at once and the
-connection closed, so nothing is spooled to a temporary file. Uploads larger than
-STREAM_ABOVE and JSON bodies of announced length are not read from the network until their
-route reads them, after the token check; one without a valid token is answered 401 and
-closed, its body never read. Only small uploads, chunked JSON and small bodies of other routes
-arrive whole before routing (at most STREAM_ABOVE, MAX_JSON_BODY and SMALL_BODY bytes).
+connection closed, so nothing is spooled to a temporary file. Uploads of any size and JSON
+bodies of announced length are not read from the network until their route reads them, after
+the token check (what one network read brought is all that is held); one without a valid
+token is answered 401 and closed, its body never read; a chunked JSON body is cut off at
+MAX_JSON_BODY as it is read (413, closed). Only the small bodies of other routes arrive whole
+before routing (at most SMALL_BODY bytes).
 `/metrics` counts requests by known route only.
 """
 
@@ -45,6 +46,7 @@ from peer.errors import (
     InsufficientStorage,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     TooManyRequests,
 )
 from peer.namespace import Namespace
@@ -60,7 +62,6 @@ MAX_JSON_BODY = 64 * 1024
 MAX_PAGE = 10_000  # entries per page of a paginated listing
 OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
 UPLOAD_BUFFER = 4 * 1024 * 1024  # unread upload bytes a peer holds before pausing the client
-STREAM_ABOVE = 64 * 1024  # smaller uploads arrive whole first: cheaper, nothing to overlap
 SMALL_BODY = 1024  # what a route that takes no body accepts (some clients send "{}" anyway)
 JSON_ROUTES = frozenset(
     {
@@ -164,13 +165,13 @@ def body_kind(command: bytes, raw_path: bytes) -> str:
 
 
 class StreamingRequest(server.Request):
-    """A request whose file upload (PUT /v1/files/..., over STREAM_ABOVE bytes or of unknown
-    length) is routed as soon as its headers are in, its body handed to the coordinator as it
-    arrives (`peer.api.incoming.IncomingBody`) instead of spooled to a temp file first: upload and
-    replication overlap, and no byte of it is written to this peer's disk twice. A JSON body of
-    announced length is routed early too, so that it is read only after the token is checked.
-    Bodies past their route's limit are refused here (`refuse_body`). Every other request is
-    twisted.web's usual one, in memory.
+    """A request whose file upload (PUT /v1/files/..., of any length but 0) is routed as soon
+    as its headers are in, its body handed to the coordinator as it arrives
+    (`peer.api.incoming.IncomingBody`) instead of spooled to a temp file first: upload and
+    replication overlap, and no byte of it is written to this peer's disk twice. A JSON body
+    is routed early too, so that it is read only after the token is checked. Bodies past
+    their route's limit are refused here (`refuse_body`). Every other request is twisted.web's
+    usual one, in memory.
     """
 
     body: IncomingBody | None = None
@@ -186,12 +187,12 @@ class StreamingRequest(server.Request):
         channel = self.channel  # the request line is known here only to the channel
         kind = self.body_kind(channel._command, channel._path)
         limit = MAX_JSON_BODY if kind == JSON else SMALL_BODY
-        if kind == UPLOAD and (length is None or length > STREAM_ABOVE):
+        if kind == UPLOAD and length != 0:
             self._route_now(UPLOAD_BUFFER)
-        elif kind == JSON and length and length <= limit:
-            self._route_now(limit)
+        elif kind == JSON and (length is None or 0 < length <= limit):
+            self._route_now(limit)  # a chunked one is capped as the route reads it
         elif kind == UPLOAD or (length is not None and length <= limit):
-            super().gotLength(length)  # at most STREAM_ABOVE or SMALL_BODY: in memory
+            super().gotLength(length)  # an empty upload, or at most SMALL_BODY: in memory
         elif length is None:
             self.content = _CappedBody(self, limit)
         else:
@@ -638,7 +639,7 @@ async def _json_body(request: server.Request) -> Any:
         request.content.seek(0)
         raw = request.content.read(MAX_JSON_BODY + 1)
     if len(raw) > MAX_JSON_BODY:
-        raise BadRequest(f"JSON body larger than {MAX_JSON_BODY} bytes")
+        raise PayloadTooLarge(f"this route takes a body of at most {MAX_JSON_BODY} bytes")
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
@@ -670,7 +671,7 @@ async def _send_json(request: server.Request, status: int, body: Any) -> None:
     upload = getattr(request, "body", None)
     if upload is not None:
         upload.discard()
-        if status == 401:  # an unauthenticated sender gets no more of our time: answer, close
+        if status in (401, 413):  # no more of our time for this body: answer, then close
             request.channel.persistent = False
             request.setHeader("connection", "close")
         else:

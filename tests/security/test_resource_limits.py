@@ -9,6 +9,7 @@ import struct
 import time
 
 import httpx
+import pytest
 
 from gossip.wire import DEFAULT_MAX_FRAME, FIRST_FRAME_MAX, Codec
 from peer.connections import MAX_CONNECTIONS_PER_HOST
@@ -53,22 +54,42 @@ def test_a_100_mib_body_to_healthz_is_refused_before_it_is_read(target: Target) 
     assert list(target.tmp.iterdir()) == []
 
 
-def test_an_unauthenticated_upload_is_answered_401_without_its_body(target: Target) -> None:
+@pytest.mark.parametrize("size", [100 * MiB, 60_000, 1])
+def test_an_unauthenticated_upload_is_answered_401_without_its_body(
+    target: Target, size: int
+) -> None:
+    """Before: an upload of up to 64 KiB was read whole before the token check."""
+    with http_socket(target) as sock:
+        sock.sendall(b"PUT /v1/files/up HTTP/1.1\r\nHost: p1\r\nContent-Length: %d\r\n\r\n" % size)
+        answer, seconds = read_until_closed(sock, 2)
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert seconds < 1.5
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 60000", "Transfer-Encoding: chunked"])
+def test_an_unauthenticated_json_request_is_answered_before_its_body(
+    target: Target, framing: str
+) -> None:
+    """Before: a chunked JSON body was read (up to 64 KiB) before the token check."""
+    with http_socket(target) as sock:
+        sock.sendall(b"POST /v1/copy HTTP/1.1\r\nHost: p1\r\n%s\r\n\r\n" % framing.encode())
+        answer, seconds = read_until_closed(sock, 2)
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert seconds < 1.5
+
+
+def test_a_chunked_json_body_past_the_limit_is_refused_as_it_is_read(target: Target) -> None:
+    chunk = b" " * 4096
     with http_socket(target) as sock:
         sock.sendall(
-            b"PUT /v1/files/big HTTP/1.1\r\nHost: p1\r\nContent-Length: %d\r\n\r\n" % (100 * MiB)
+            b"POST /v1/copy HTTP/1.1\r\nHost: p1\r\nTransfer-Encoding: chunked\r\n"
+            b"Authorization: Bearer %s\r\n\r\n" % target.cluster.token.encode()
         )
-        answer, seconds = read_until_closed(sock, 2)
-    assert answer.startswith(b"HTTP/1.1 401")
-    assert seconds < 1.5
-
-
-def test_an_unauthenticated_json_request_is_answered_before_its_body(target: Target) -> None:
-    with http_socket(target) as sock:
-        sock.sendall(b"POST /v1/copy HTTP/1.1\r\nHost: p1\r\nContent-Length: 60000\r\n\r\n")
-        answer, seconds = read_until_closed(sock, 2)
-    assert answer.startswith(b"HTTP/1.1 401")
-    assert seconds < 1.5
+        for _ in range(17):  # 68 KiB, past the 64 KiB cap
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer, _ = read_until_closed(sock, 5)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"payload_too_large" in answer
 
 
 def test_json_routes_still_work_with_a_token(target: Target) -> None:

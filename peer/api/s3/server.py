@@ -44,10 +44,10 @@ MAX_CHUNK = 16 * 1024 * 1024
 
 
 class S3Request(StreamingRequest):
-    """Every PUT and POST body over STREAM_ABOVE bytes is streamed, and read only once the
-    signature is checked: objects and parts go straight to the coordinator, and an oversized
-    XML body is refused after MAX_XML_BODY bytes instead of being spooled to disk. Other
-    requests take no body (at most SMALL_BODY)."""
+    """Every PUT and POST body is streamed, and read only once the signature is checked:
+    objects and parts go straight to the coordinator, and an oversized XML body is refused
+    after MAX_XML_BODY bytes instead of being spooled to disk. Other requests take no body (at
+    most SMALL_BODY)."""
 
     @staticmethod
     def body_kind(command: bytes, raw_path: bytes) -> str:
