@@ -11,8 +11,11 @@ Limits on what a connection costs before and after it authenticates: until its f
 been verified a connection may not announce a frame above ``wire.FIRST_FRAME_MAX`` (clients
 open with ``Codec.hello()``); a connection that has not completed its first frame, or a frame
 it started, within ``idle_timeout`` seconds is closed (the deadline runs from the start of the
-wait, so trickling bytes does not extend it); and at most ``max_in_flight`` requests of one
-connection run at once: past that the connection stops being read until some finish.
+wait, so trickling bytes does not extend it); an authenticated connection with nothing in
+flight that stays silent for ``quiet_timeout`` seconds is closed too (a member that vanished
+behind a partition leaves no half-open connection holding a slot for ever; clients stop
+reusing a connection well before that, `REUSE_LIMIT`); and at most ``max_in_flight`` requests
+of one connection run at once: past that the connection stops being read until some finish.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ StreamHandler = Callable[[Message], Awaitable[Message | None] | Message | None]
 DEFAULT_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
 IDLE_TIMEOUT = 30.0
+QUIET_TIMEOUT = 600.0  # seconds an authenticated connection may sit silent between calls
+REUSE_LIMIT = QUIET_TIMEOUT / 2  # a client dials afresh rather than reuse one idle this long
 MAX_IN_FLIGHT = 256
 
 
@@ -147,6 +152,7 @@ class RpcServerProtocol(protocol.Protocol):
         clock: IReactorTime,
         idle_timeout: float = IDLE_TIMEOUT,
         max_in_flight: int = MAX_IN_FLIGHT,
+        quiet_timeout: float = QUIET_TIMEOUT,
     ) -> None:
         self._codec = codec
         self._decoder = codec.frame_decoder(FIRST_FRAME_MAX)
@@ -155,11 +161,13 @@ class RpcServerProtocol(protocol.Protocol):
         self._counters = counters
         self._clock = clock
         self._idle_timeout = idle_timeout
+        self._quiet_timeout = quiet_timeout
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._queued: deque[Message] = deque()  # decoded, waiting for a dispatch slot
         self._reading = True
         self._deadline: IDelayedCall | None = None
+        self._quiet = False  # whether the armed deadline is the quiet one
 
     def connectionMade(self) -> None:
         send_small_writes_at_once(self.transport)
@@ -208,13 +216,32 @@ class RpcServerProtocol(protocol.Protocol):
 
     def _watch(self) -> None:
         """Arm the deadline while the connection owes us a frame: before its first one, or
-        partway through one. It runs from the start of that wait; bytes do not extend it."""
+        partway through one. It runs from the start of that wait; bytes do not extend it. An
+        authenticated connection with nothing in flight gets the quiet deadline instead."""
         owes = not self._decoder.verified or self._decoder.buffered
-        if owes and not self._in_flight and not self._queued:
-            if self._deadline is None:
-                self._deadline = self._clock.callLater(self._idle_timeout, self._timed_out)
+        idle = not self._in_flight and not self._queued
+        if owes and idle:
+            if self._deadline is None or self._quiet:
+                self._arm(self._idle_timeout, self._timed_out, quiet=False)
+        elif idle:
+            if self._deadline is None or not self._quiet:
+                self._arm(self._quiet_timeout, self._went_quiet, quiet=True)
         elif not self._decoder.buffered:
             self._cancel_deadline()
+
+    def _arm(self, seconds: float, expire: Callable[[], None], quiet: bool) -> None:
+        self._cancel_deadline()
+        self._quiet = quiet
+        self._deadline = self._clock.callLater(seconds, expire)
+
+    def _went_quiet(self) -> None:
+        self._deadline = None
+        log.debug(
+            "closing RPC connection from %s: silent for %gs",
+            self.transport.getPeer(),
+            self._quiet_timeout,
+        )
+        self._close()
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -310,12 +337,13 @@ class RpcServerFactory(protocol.Factory):
         clock: IReactorTime,
         idle_timeout: float = IDLE_TIMEOUT,
         max_in_flight: int = MAX_IN_FLIGHT,
+        quiet_timeout: float = QUIET_TIMEOUT,
     ) -> None:
         self.codec = codec
         self.handlers = handlers
         self.stream_handler = stream_handler
         self.counters = RpcCounters()
-        self._limits = (clock, idle_timeout, max_in_flight)
+        self._limits = (clock, idle_timeout, max_in_flight, quiet_timeout)
 
     def buildProtocol(self, addr: Any) -> RpcServerProtocol:
         return self.protocol_with(self.stream_handler)
@@ -407,12 +435,14 @@ class RpcClient:
         self.port = port
         self._protocol: RpcClientProtocol | None = None
         self._waiters: list[defer.Deferred[RpcClientProtocol]] = []
+        self._last_used = 0.0
 
     async def call(
         self, method: str, args: dict[str, Any], timeout: float = DEFAULT_TIMEOUT
     ) -> dict[str, Any]:
         """Run `method` on the remote peer; RpcError on refusal, timeout or lost connection."""
         connection = await self._connection()
+        self._last_used = self._reactor.seconds()
         pending = connection.call(method, args)
         pending.addTimeout(timeout, self._reactor)
         try:
@@ -425,10 +455,15 @@ class RpcClient:
                 if connection.transport is not None:
                     connection.transport.abortConnection()
             raise RpcError("timeout", f"{method} got no reply within {timeout:g}s") from None
+        finally:
+            self._last_used = self._reactor.seconds()
 
     async def _connection(self) -> RpcClientProtocol:
         if self._protocol is not None and not self._protocol.closed:
-            return self._protocol
+            if self._reactor.seconds() - self._last_used < REUSE_LIMIT:
+                return self._protocol
+            self.close()  # the server may be closing it as quiet: never race that
+            self._protocol = None
         waiter: defer.Deferred[RpcClientProtocol] = defer.Deferred()
         self._waiters.append(waiter)
         if len(self._waiters) == 1:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from twisted.internet import abstract, defer, task
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test import iosim
 
 from gossip.wire import FIRST_FRAME_MAX, Codec, Message, WireError
-from peer.rpc import FrameOutbox, RpcClientProtocol, RpcError, RpcServerFactory
+from peer.rpc import (
+    REUSE_LIMIT,
+    FrameOutbox,
+    RpcClient,
+    RpcClientProtocol,
+    RpcError,
+    RpcServerFactory,
+)
 
 CODEC = Codec(b"k" * 32)
 
@@ -289,3 +296,44 @@ def test_dispatches_in_flight_are_bounded_and_reading_pauses() -> None:
         gate.callback(None)
     assert transport.producerState == "producing"
     assert len(replies(transport)) == 10
+
+
+def test_an_authenticated_connection_silent_past_the_quiet_timeout_is_closed() -> None:
+    """Before: a connection that had sent one good frame was never closed, so members gone
+    behind a partition left half-open connections holding listener slots for good."""
+    clock = task.Clock()
+    factory, server, transport = serve(clock=clock, idle_timeout=5, quiet_timeout=100)
+    server.dataReceived(CODEC.hello())
+    clock.advance(60)
+    server.dataReceived(CODEC.frame("echo", {"id": 1, "args": {}}))  # a call: quiet from now
+    assert len(replies(transport)) == 1
+    clock.advance(99)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting
+    assert factory.counters.timeouts == 0  # housekeeping, not a misbehaving client
+
+
+def test_a_client_dials_afresh_rather_than_reuse_a_connection_idle_past_the_reuse_limit() -> None:
+    reactor = MemoryReactorClock()
+    client = RpcClient(reactor, CODEC, "127.0.0.1", 9)
+    transports: list[StringTransport] = []
+    protocols = []
+
+    def answered_call(number: int) -> None:
+        call = defer.ensureDeferred(client.call("echo", {}))
+        if len(reactor.tcpClients) > len(transports):  # it dialled: complete the connection
+            protocols.append(reactor.tcpClients[-1][2].buildProtocol(None))
+            transports.append(StringTransport())
+            protocols[-1].makeConnection(transports[-1])
+        protocols[-1].dataReceived(CODEC.frame("reply", {"id": number, "result": {}}))
+        assert call.result == {}
+
+    answered_call(1)
+    reactor.advance(REUSE_LIMIT - 1)
+    answered_call(2)
+    assert len(transports) == 1
+    reactor.advance(REUSE_LIMIT + 1)
+    answered_call(1)  # a new connection numbers its calls from 1
+    assert len(transports) == 2
+    assert transports[0].disconnecting
