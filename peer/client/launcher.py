@@ -142,12 +142,12 @@ def wait_converged(
     """
     started = time.monotonic()
     names = {p.name for p in peers if p.running()}
-    lagging = names
+    lagging: dict[str, str] = dict.fromkeys(names, "not asked yet")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     verify = ssl.create_default_context(cafile=ca) if ca else True
     with httpx.Client(timeout=2.0, headers=headers, verify=verify) as http:
         while time.monotonic() - started < timeout:
-            lagging = set()
+            lagging = {}  # peer -> what it showed
             for peer in peers:
                 if peer.name not in names:
                     continue
@@ -157,18 +157,19 @@ def wait_converged(
                     cluster = http.get(peer.http_url + "/v1/cluster").json()
                     members = cluster["members"]
                     phase = cluster["repair"]["rejoin"]["phase"]
-                except (httpx.HTTPError, ValueError, KeyError, TypeError):
-                    lagging.add(peer.name)
+                except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+                    lagging[peer.name] = f"no answer ({type(e).__name__}: {e})"
                     continue
                 alive = {m["name"] for m in members if m["state"] == "alive"}
                 if not names <= alive or phase != "ready":
-                    lagging.add(peer.name)
+                    lagging[peer.name] = f"sees {sorted(alive)} alive, rejoin {phase}"
             if not lagging:
                 return time.monotonic() - started
             time.sleep(0.05)
+    shown = "; ".join(f"{name}: {seen}" for name, seen in sorted(lagging.items()))
     raise TimeoutError(
         f"peers {sorted(lagging)} did not see all of {sorted(names)}, or did not hold their "
-        f"share, in {timeout}s"
+        f"share, in {timeout}s ({shown})"
     )
 
 
