@@ -50,10 +50,10 @@ from peer.record_writer import RecordWriter
 from peer.repair.antientropy import AntiEntropy
 from peer.repair.collector import GarbageCollector
 from peer.repair.handoff import HintedHandoff
-from peer.repair.rejoin import Rejoin
+from peer.repair.rejoin import Rejoin, swept_rounds
 from peer.repair.scrubber import Scrubber
 from peer.replica import Replica
-from peer.rpc import RpcClient, RpcError, RpcServerFactory, send_small_writes_at_once
+from peer.rpc import RpcClient, RpcServerFactory, send_small_writes_at_once
 from peer.tls import (
     BulkTLSFactory,
     MemberRpcServerFactory,
@@ -265,17 +265,22 @@ class Node(service.MultiService):
         await self.rejoin.start()
         if self.replica.state.verified or not self.config.join:
             return
-        swept = []
         seed_tls = None if self.tls is None else functools.partial(self.tls.dial, member=None)
-        for host, port in self.config.join:
-            client = RpcClient(self.reactor, self.codec, host, port, seed_tls)
-            try:
-                reply = await client.call("gc.generation", {}, PREPARE_TIMEOUT)
-                swept.append(int(reply["swept"]))
-            except (RpcError, WireError, KeyError, TypeError, ValueError) as e:
-                log.info("rejoin: %s:%d did not say its rounds before start: %s", host, port, e)
-            finally:
-                client.close()
+        seeds = [
+            RpcClient(self.reactor, self.codec, host, port, seed_tls)
+            for host, port in self.config.join
+        ]
+        try:
+            swept = await swept_rounds(
+                (
+                    f"seed {seed.host}:{seed.port}",
+                    functools.partial(seed.call, "gc.generation", {}, PREPARE_TIMEOUT),
+                )
+                for seed in seeds
+            )
+        finally:
+            for seed in seeds:
+                seed.close()
         if swept:
             await self.rejoin.decide(swept)
 

@@ -17,7 +17,9 @@ predates a sweep it missed, and a peer that starts empty fills its share before 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gossip.wire import WireError
@@ -125,13 +127,11 @@ class Rejoin:
         if not others and not self._expects_peers and self._stale is None:
             self._replica.state.verified = self._checked = True  # the first peer of a cluster
             return
-        swept: list[int] = []
-        for node in others:
-            try:
-                reply = await self._coordinator.call(node, "gc.generation", {})
-                swept.append(int(reply["swept"]))
-            except (RpcError, WireError, KeyError, TypeError, ValueError) as e:
-                log.info("rejoin: %s did not say its rounds: %s", node, e)
+        call = self._coordinator.call
+        swept = await swept_rounds(
+            (self._coordinator.cluster.name_of(node), partial(call, node, "gc.generation", {}))
+            for node in others
+        )
         if not swept and self._stale is None:
             self._unanswered += 1
             if self._unanswered < ALONE_STEPS:
@@ -222,3 +222,17 @@ class Rejoin:
             "items_pulled": self.status.items_pulled,
         }
 
+
+async def swept_rounds(
+    asks: Iterable[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]],
+) -> list[int]:
+    """The last swept collection round each peer says when asked (`gc.generation`), one after
+    another; a peer that does not answer, or answers nonsense, is left out (and logged)."""
+    swept: list[int] = []
+    for who, ask in asks:
+        try:
+            reply = await ask()
+            swept.append(int(reply["swept"]))
+        except (RpcError, WireError, KeyError, TypeError, ValueError) as e:
+            log.info("rejoin: %s did not say its rounds: %s", who, e)
+    return swept
