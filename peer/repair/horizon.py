@@ -44,13 +44,21 @@ class Forgotten:
 
 
 @dataclass
+class Known:
+    """A peer this one knows: its name, and the seconds it has been away so far (counted only
+    while this peer ran: a conservative, monotonic measure)."""
+
+    name: str
+    away: float = 0.0
+
+
+@dataclass
 class HorizonState:
-    """What one peer persists: its round numbers and the peers it knows (id -> [name, seconds
-    away so far, counted only while this peer ran: a conservative, monotonic measure])."""
+    """What one peer persists: its round numbers and the peers it knows, by node id."""
 
     accounted: int = 0
     swept: int = 0
-    known: dict[str, list] = field(default_factory=dict)
+    known: dict[str, Known] = field(default_factory=dict)
     filling: bool = False  # rebuilt or joined empty, and not yet holding its whole share
     forgotten: set[str] = field(default_factory=set)  # not learned again unless seen up
     down: set[str] = field(default_factory=set)  # known, not up at the last observe (not saved)
@@ -69,45 +77,45 @@ class HorizonState:
         up_names = {m.name: m.node_id for m in up.values()}
         for member in members:
             if member.up:
-                self.known[member.node_id] = [member.name, 0.0]
+                self.known[member.node_id] = Known(member.name)
                 self.forgotten.discard(member.node_id)
             elif member.node_id not in self.known and member.node_id not in self.forgotten:
-                self.known[member.node_id] = [member.name, 0.0]
+                self.known[member.node_id] = Known(member.name)
         forgotten = []
         self.down = set()
-        for node_id, (name, away) in sorted(self.known.items()):
+        for node_id, peer in sorted(self.known.items()):
             if node_id in up:
                 continue
-            if up_names.get(name, node_id) != node_id:
-                reason = f"superseded by {up_names[name]} under the same name"
-            elif away + elapsed > horizon:
+            if up_names.get(peer.name, node_id) != node_id:
+                reason = f"superseded by {up_names[peer.name]} under the same name"
+            elif peer.away + elapsed > horizon:
                 reason = f"away for more than the horizon ({horizon:g} s)"
             else:
-                self.known[node_id] = [name, away + elapsed]
+                peer.away += elapsed
                 self.down.add(node_id)
                 continue
             del self.known[node_id]
             self.forgotten.add(node_id)
-            forgotten.append(Forgotten(node_id, name, reason))
+            forgotten.append(Forgotten(node_id, peer.name, reason))
         while len(self.forgotten) > MAX_KNOWN:
             self.forgotten.pop()
         return forgotten
 
     def away(self) -> dict[str, float]:
         """Known peers not seen up at the last `observe`, by node id: seconds away so far."""
-        return {node_id: self.known[node_id][1] for node_id in self.down}
+        return {node_id: self.known[node_id].away for node_id in self.down}
 
     def name_of(self, node_id: str) -> str:
         """A known peer's name (its id when unknown)."""
         entry = self.known.get(node_id)
-        return entry[0] if entry else node_id
+        return entry.name if entry else node_id
 
     def encode(self) -> bytes:
         """The persisted form (JSON)."""
         body = {
             "accounted": self.accounted,
             "swept": self.swept,
-            "known": self.known,
+            "known": {node_id: [peer.name, peer.away] for node_id, peer in self.known.items()},
             "filling": self.filling,
             "forgotten": sorted(self.forgotten),
         }
@@ -148,5 +156,5 @@ class HorizonState:
             raise ValueError(f"horizon state: forgotten must list at most {MAX_KNOWN} node ids")
         if not all(isinstance(n, str) and len(n) <= 128 for n in gone):
             raise ValueError("horizon state: forgotten must list node ids")
-        known = {k: [v[0], float(v[1])] for k, v in known.items()}
-        return cls(rounds[0], rounds[1], known, filling, set(gone))
+        peers = {k: Known(v[0], float(v[1])) for k, v in known.items()}
+        return cls(rounds[0], rounds[1], peers, filling, set(gone))

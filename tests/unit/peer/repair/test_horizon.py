@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.repair.horizon import MAX_STATE_BYTES, HorizonState, Seen
+from peer.repair.horizon import MAX_STATE_BYTES, HorizonState, Known, Seen
 
 
 def test_every_peer_gossip_shows_is_known_and_absence_accumulates() -> None:
@@ -20,7 +20,7 @@ def test_every_peer_gossip_shows_is_known_and_absence_accumulates() -> None:
     assert state.away() == {"b": 30.0}
     state.observe([Seen("a", "p1", True), Seen("b", "p2", True)], 30.0, 100.0)
     assert state.away() == {}
-    assert state.known["b"] == ["p2", 0.0]  # back: the count starts again
+    assert state.known["b"] == Known("p2", 0.0)  # back: the count starts again
 
 
 def test_a_peer_away_past_the_horizon_is_forgotten() -> None:
@@ -35,7 +35,7 @@ def test_a_peer_away_past_the_horizon_is_forgotten() -> None:
     state.observe([Seen("a", "p1", True), Seen("b", "p2", False)], 1.0, 100.0)
     assert "b" not in state.known, "gossip still listing a forgotten peer as dead relearns it"
     state.observe([Seen("a", "p1", True), Seen("b", "p2", True)], 1.0, 100.0)
-    assert state.known["b"] == ["p2", 0.0]  # seen up again: known again (and rebuilt)
+    assert state.known["b"] == Known("p2", 0.0)  # seen up again: known again (and rebuilt)
 
 
 def test_a_new_node_id_under_a_known_name_supersedes_the_old_at_once() -> None:
@@ -54,7 +54,7 @@ def test_data_is_stale_when_it_predates_a_sweep() -> None:
 
 
 def test_the_persisted_form_round_trips_and_bad_forms_are_refused() -> None:
-    state = HorizonState(7, 6, {"a": ["p1", 2.5]}, filling=True, forgotten={"z"})
+    state = HorizonState(7, 6, {"a": Known("p1", 2.5)}, filling=True, forgotten={"z"})
     again = HorizonState.decode(state.encode())
     assert (again.accounted, again.swept, again.known, again.filling) == (7, 6, state.known, True)
     assert again.forgotten == {"z"}
