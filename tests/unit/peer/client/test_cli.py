@@ -36,9 +36,11 @@ def peer() -> FakePeer:
 
 
 @pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch, peer: FakePeer) -> list[Client]:
-    """Every Client the CLI creates, each wired to the fake peer."""
+def clients(monkeypatch: pytest.MonkeyPatch, peer: FakePeer, tmp_path: Path) -> list[Client]:
+    """Every Client the CLI creates, each wired to the fake peer; run from an empty folder and
+    without QFS_* variables, so a demo's client config in the checkout is not picked up."""
     made: list[Client] = []
+    monkeypatch.chdir(tmp_path)
 
     def make(base_url: str, token: str | None, ca: str | None = None) -> Client:
         made.append(Client(base_url, token, ca=ca, transport=peer))
