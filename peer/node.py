@@ -380,6 +380,7 @@ class Node(service.MultiService):
                 "under_replicated": repair.under_replicated,
                 "hints_pending": self.handoff.pending(),
                 "anti_entropy_rounds": repair.rounds,
+                "anti_entropy_ticks": repair.ticks,
                 "last_round_s": (
                     None if repair.last_round_at is None else round(now - repair.last_round_at, 3)
                 ),

@@ -75,6 +75,7 @@ class RepairCounters:
     """What anti-entropy did, for /metrics and /v1/cluster."""
 
     rounds: int = 0
+    ticks: int = 0  # times the round timer fired (also while a slow round still runs)
     digest_bytes: int = 0
     records_received: int = 0
     records_sent: int = 0
@@ -176,6 +177,7 @@ class AntiEntropy:
 
     async def run_round(self) -> None:
         """Exchange with the next up peer (each peer in turn), records then blocks."""
+        self.counters.ticks += 1
         if self._running or not self._may_exchange():
             return
         self._running = True

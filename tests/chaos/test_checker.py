@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from peer.client.api_client import QfsError
+from tests.chaos import runner
 from tests.chaos.checker import check, check_logs, check_space
 from tests.chaos.history import (
     ABSENT,
@@ -205,3 +208,20 @@ def test_a_full_disk_answer_is_an_unacknowledged_write_not_a_surprise() -> None:
     classify_failure(put, full)
     assert put.outcome == INDETERMINATE and expected_failure(full, "put")
     assert not expected_failure(full, "get")  # a read never needs space
+
+
+def test_the_steady_watch_flags_timers_that_stop_not_slow_rounds() -> None:
+    """A peer whose anti-entropy timer keeps firing is not stalled, however long its rounds
+    take (found on a loaded machine: one exchange with a slow peer took 13 s); one whose timer
+    stops for STALL_AFTER seconds is."""
+    now = [1000.0]
+    watch = runner._SteadyWatch(SimpleNamespace(clocks={}, injected=[]), clock=lambda: now[0])
+    for tick in range(40):  # a tick every second, rounds finished or not
+        watch._stalled("p1", tick)
+        now[0] += 1.0
+    assert watch.violations == []
+    for _ in range(int(runner.STALL_AFTER) + 2):  # the timer stops
+        watch._stalled("p1", 40)
+        now[0] += 1.0
+    assert [v["violation"] for v in watch.violations] == ["background jobs stalled"]
+    assert watch.violations[0]["peer"] == "p1"
