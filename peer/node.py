@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application import internet, service
 from twisted.internet import defer, task, threads
 from twisted.protocols import policies
+from twisted.python.failure import Failure
 from twisted.web import server
 
 from gossip import crypto
@@ -199,6 +200,7 @@ class Node(service.MultiService):
             idle_timeout=config.idle_timeout,
         )
         self.requests: dict[tuple[str, int], int] = {}
+        self._rounds: set[defer.Deferred[Any]] = set()  # background rounds in flight
         auth = None
         s3_keys = None
         if config.admin_token_file is not None:
@@ -321,11 +323,19 @@ class Node(service.MultiService):
             sealer.keyring = keyring
             log.info("gossip keyring reloaded: %s (primary first)", ", ".join(keyring.ids()))
 
-    @staticmethod
-    def _background(job: Callable[[], Awaitable[Any]], what: str) -> defer.Deferred[Any]:
-        """Run one round of a background job; a failure is logged and the next round runs."""
+    def _background(self, job: Callable[[], Awaitable[Any]], what: str) -> defer.Deferred[Any]:
+        """Run one round of a background job; a failure is logged and the next round runs. The
+        round is kept in `_rounds` until it ends, so that stopping cancels it instead of waiting
+        for it (every job survives being cut short: it survives SIGKILL)."""
         round_ = defer.ensureDeferred(job())
-        round_.addErrback(lambda f: log.warning("%s round failed: %s", what, f.getTraceback()))
+        self._rounds.add(round_)
+
+        def ended(result: Any) -> None:
+            self._rounds.discard(round_)
+            if isinstance(result, Failure) and not result.check(defer.CancelledError):
+                log.warning("%s round failed: %s", what, result.getTraceback())
+
+        round_.addBoth(ended)
         return round_
 
     def _count(self, route: str, status: int) -> None:
@@ -427,6 +437,8 @@ class Node(service.MultiService):
                 await self.gossip.leave()
             except Exception as e:
                 log.warning("graceful leave failed: %s", e)
+        for round_ in list(self._rounds):  # nor a round waiting on a peer that is stopping too
+            round_.cancel()
         try:
             await defer.maybeDeferred(super().stopService)
         finally:
