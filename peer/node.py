@@ -154,6 +154,7 @@ class Node(service.MultiService):
             config.horizon,
             config.gc_interval,
             lambda: self.rejoin.checked,
+            self.datadir.reserve,
         )
         self.handoff = HintedHandoff(
             self.coordinator,

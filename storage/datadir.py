@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from storage.blocks import DiskBlockStore
-from storage.fsutil import NO_SPACE, StorageFull, sync_dir, write_atomic
+from storage.fsutil import NO_SPACE, SpaceReserve, StorageFull, sync_dir, write_atomic
 from storage.records import RecordStore
 
 _NODE_ID_RE = re.compile(r"[0-9a-f]{32}\n?")
@@ -59,6 +59,8 @@ class DataDir:
             self.counter_mark = CounterMark(self.path / "counter_mark")
             self.blocks = DiskBlockStore(self.path / "blocks", fsync=fsync)
             self.records = RecordStore(self.path / "records.sqlite")
+            self.reserve = SpaceReserve(self.path / "reserve")
+            self.reserve.keep()
             _tighten(self.path)  # last: every file of the directory exists by now
         except BaseException:
             self._release()

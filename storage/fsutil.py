@@ -40,3 +40,48 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         os.fsync(file.fileno())
     os.replace(temp, path)
     sync_dir(path.parent)
+
+
+class SpaceReserve:
+    """A file that holds space back on a data directory's file system (at most MAX bytes, at
+    most 1/16 of it). When the disk is full the peer gives it up to record what it must record
+    before it may free anything (its collection rounds), and takes it again once there is room:
+    blocks and records can fill a disk, but never so far that the collector cannot run."""
+
+    MAX = 4 * 1024 * 1024
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def keep(self) -> bool:
+        """Hold the reserve (when at least twice its size is free); whether it is held."""
+        if self.path.exists():
+            return True
+        fs = os.statvfs(self.path.parent)
+        size = min(self.MAX, fs.f_blocks * fs.f_frsize // 16)
+        if fs.f_bavail * fs.f_frsize < 2 * size:
+            return False
+        temp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                for _ in range(0, size, 65536):
+                    os.write(fd, bytes(65536))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, self.path)
+        except OSError as e:
+            temp.unlink(missing_ok=True)
+            if e.errno in NO_SPACE:
+                return False
+            raise
+        return True
+
+    def release(self) -> bool:
+        """Give the reserve's space back to the file system; whether there was one."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return False
+        return True

@@ -47,6 +47,7 @@ from peer.replica import (
     siblings_from_wire,
 )
 from peer.rpc import Handler, RpcError
+from storage.fsutil import SpaceReserve, StorageFull
 from storage.records import Sibling
 from storage.vclock import VectorClock
 
@@ -86,11 +87,13 @@ class GarbageCollector:
         horizon: float,
         interval: float = 0.0,
         may_run: Callable[[], bool] = lambda: True,
+        reserve: SpaceReserve | None = None,
     ) -> None:
         """`interval`: how often rounds run; a peer swept by another peer's round within the
         last interval leaves the next round to it (one runner is enough, any one is safe).
         Rounds run only once `may_run()`: this peer compared its rounds with the cluster's, so
-        it has heard the peers it joined (peer.repair.rejoin)."""
+        it has heard the peers it joined (peer.repair.rejoin). `reserve` is given up when the
+        disk is full, so that round numbers can still be recorded and space freed."""
         self._coordinator = coordinator
         self._replica = replica
         self._run = run_in_thread
@@ -100,6 +103,7 @@ class GarbageCollector:
         self._horizon = horizon
         self._interval = interval
         self._may_run = may_run
+        self._reserve = reserve
         self._swept_by_other_at: float | None = None
         self.state = HorizonState()
         self._loaded = False
@@ -139,7 +143,13 @@ class GarbageCollector:
             clock = VectorClock({"local": counter + 1})
             records.put(HORIZON_KEY, Sibling(clock, self.state.encode()))
 
-        await self._run(write)
+        try:
+            await self._run(write)
+        except StorageFull:
+            if self._reserve is None or not await self._run(self._reserve.release):
+                raise
+            log.warning("disk full: gave up the space reserve to record collection rounds")
+            await self._run(write)
 
     def gone(self, node_id: str) -> bool:
         """Whether `node_id` will never come back with its data: forgotten past the horizon, or
@@ -355,6 +365,8 @@ class GarbageCollector:
                 await self.save()
             removed, size = (0, 0) if mark is None else await self._run(self._remove, blocks, mark)
             purged = await self._run(self._purge, tombstones)
+            if self._reserve is not None and (removed or purged):
+                await self._run(self._reserve.keep)  # taken again once there is room
         finally:
             if mark is not None:
                 self._replica.activity.done(mark)

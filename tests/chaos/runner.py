@@ -39,7 +39,7 @@ from peer.client.launcher import PeerProcess
 from peer.manifest import INLINE_MAX
 from tests.chaos import hostfaults, netns
 from tests.chaos.checker import check, check_logs, check_space
-from tests.chaos.faults import PORT_TAKEN, Faults
+from tests.chaos.faults import HEAL_TIMEOUT, PORT_TAKEN, Faults
 from tests.chaos.history import ABSENT, OK, History, digest
 from tests.chaos.hostfaults import FakeClock, SmallDisk
 from tests.chaos.hostile import Burst
@@ -158,7 +158,13 @@ def _run(
             if watch is not None:
                 watch.stop.set()
                 watch.join(10)
-            heal_seconds = faults.heal()
+            try:
+                heal_seconds = faults.heal()
+            except TimeoutError as e:  # reported with the rest, not a crash of the run
+                heal_seconds = HEAL_TIMEOUT
+                faults.violations.append(
+                    {"violation": "cluster did not converge after healing", "detail": str(e)}
+                )
             members = [cluster.peer(n) for n in faults.names]
             final, converged, converge_seconds = observe(members, keys, converge_timeout)
             settled_at = time.monotonic()

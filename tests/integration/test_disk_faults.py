@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,46 @@ def test_an_error_after_the_headers_cuts_the_body_short(cluster, tmp_path) -> No
         assert len(received) < len(data)
         assert data.startswith(received)  # a prefix of the file, never an error appended
         assert http.get(urls["p1"] + "/healthz").status_code == 200
+
+
+def test_a_disk_filled_with_blocks_still_runs_the_collection_that_frees_it(tmp_path) -> None:
+    """Found in the hour-long soak: blocks filled a peer's disk to the last byte, so it could
+    not record its collection round numbers, every round failed on it, and the space that
+    rounds would have freed never came back (a rebuilt peer stayed filling for good). Now a
+    space reserve in the data directory is given up to record the rounds (and taken again)."""
+    fast = ["--gc-interval", "0.5", "--gc-grace", "0", "--block-size", "64KiB"]
+    with small_tmpfs(tmp_path / "p3", "24m"):
+        cluster = LocalCluster(tmp_path, 3, extra=fast)
+        try:
+            cluster.start()
+            urls = {p.name: p.http_url for p in cluster.peers}
+            rng = random.Random(4)
+            with httpx.Client(timeout=30) as http:
+                written = []
+                for i in range(40):  # 40 MiB for a 24 MiB disk: p3 fills up, W=2 still met
+                    reply = http.put(f"{urls['p1']}/v1/files/f/{i}", content=rng.randbytes(MiB))
+                    assert reply.status_code == 201, reply.text
+                    written.append(f"/f/{i}")
+                for path in written:
+                    assert http.delete(urls["p1"] + "/v1/files" + path).status_code == 204
+
+                def p3_blocks() -> float:
+                    text = http.get(urls["p3"] + "/metrics").text
+                    return float(re.search(r"^qfs_block_bytes (\S+)$", text, re.M).group(1))
+
+                def gc_state() -> dict:
+                    return {
+                        name: {
+                            k: v
+                            for k, v in http.get(url + "/v1/cluster").json()["repair"].items()
+                            if k.startswith("gc_")
+                        }
+                        for name, url in urls.items()
+                    }
+
+                try:
+                    wait_for(lambda: p3_blocks() == 0, 40, "p3's blocks collected")
+                except TimeoutError as e:
+                    raise AssertionError(f"{e}: {p3_blocks()} bytes left; {gc_state()}") from None
+        finally:
+            cluster.stop()

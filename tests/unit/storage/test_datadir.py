@@ -10,6 +10,7 @@ import pytest
 
 from storage.blocks import DiskBlockStore
 from storage.datadir import DataDir, DataDirLocked
+from storage.fsutil import SpaceReserve
 from storage.records import RecordStore, Sibling
 from storage.vclock import VectorClock
 
@@ -193,3 +194,13 @@ def test_a_data_directory_left_readable_is_tightened_on_open(tmp_path: Path, ope
     with DataDir(path, fsync=False):
         found = modes(path)
     assert not [name for name, mode in found.items() if mode & 0o077], found
+
+
+def test_the_space_reserve_is_held_given_up_and_taken_again(tmp_path: Path) -> None:
+    reserve = SpaceReserve(tmp_path / "reserve")
+    assert reserve.keep() and reserve.path.stat().st_size > 0
+    assert reserve.path.stat().st_mode & 0o777 == 0o600
+    assert reserve.keep()  # held already
+    assert reserve.release() and not reserve.path.exists()
+    assert not reserve.release()
+    assert reserve.keep()
