@@ -291,10 +291,13 @@ class MemoryBlockStore(BlockStore):
 class DiskBlockStore(BlockStore):
     """Blocks as files under ``root`` (layout and crash behaviour in the module docstring)."""
 
-    def __init__(self, root: str | Path, fsync: bool = True) -> None:
-        """Create the layout if needed and wipe ``incoming/``; ``fsync=False`` is for tests."""
+    def __init__(self, root: str | Path, fsync: bool = True, keep_free: int = 0) -> None:
+        """Create the layout if needed and wipe ``incoming/``; ``fsync=False`` is for tests.
+        A block that would leave less than ``keep_free`` bytes free is refused (StorageFull):
+        that space is the data directory's reserve for records (storage.fsutil.SpaceReserve)."""
         self.root = Path(root)
         self._fsync = fsync
+        self._keep_free = keep_free
         self._direct = fsync  # direct I/O only pays when every block is flushed
         self._incoming = self.root / "incoming"
         self._quarantine = self.root / "quarantine"
@@ -334,6 +337,13 @@ class DiskBlockStore(BlockStore):
             # the directory (cheap when clean) makes our acknowledgement true.
             self._sync_dir(final.parent)
             return hash
+        if self._keep_free:
+            fs = os.statvfs(self.root)
+            if fs.f_bavail * fs.f_frsize - size < self._keep_free:
+                raise StorageFull(
+                    f"no space for block {hash} under {self.root}: the last "
+                    f"{self._keep_free} bytes free are kept for records"
+                )
         try:
             self._store(hash, data, final, size, age)
         except OSError as e:

@@ -57,9 +57,11 @@ class DataDir:
         try:
             self.node_id = _load_node_id(self.path / "node_id")
             self.counter_mark = CounterMark(self.path / "counter_mark")
-            self.blocks = DiskBlockStore(self.path / "blocks", fsync=fsync)
-            self.records = RecordStore(self.path / "records.sqlite")
             self.reserve = SpaceReserve(self.path / "reserve")
+            self.blocks = DiskBlockStore(
+                self.path / "blocks", fsync=fsync, keep_free=self.reserve.size()
+            )
+            self.records = RecordStore(self.path / "records.sqlite")
             self.reserve.keep()
             _tighten(self.path)  # last: every file of the directory exists by now
         except BaseException:
