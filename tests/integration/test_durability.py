@@ -121,7 +121,6 @@ def test_a_peer_away_past_the_horizon_is_rebuilt_and_brings_nothing_back(tmp_pat
                 client.put(path, data)
         wait_for(lambda: fully_replicated(cluster, {**files, **kept}), 30, "3 copies")
         cluster.kill("p3")
-        p1 = cluster.peer("p1").http_url
         live = [cluster.peer(name).http_url for name in ("p1", "p2")]
         wait_for(  # each peer forgets on its own clock
             lambda: all(repair(u)["peers_forgotten"] >= 1 for u in live),
@@ -131,10 +130,10 @@ def test_a_peer_away_past_the_horizon_is_rebuilt_and_brings_nothing_back(tmp_pat
         with cluster.client("p1") as client:
             for path in files:
                 client.rm(path)
-        wait_for(
-            lambda: repair(p1)["gc_tombstones_purged"] > 0,
+        wait_for(  # by whichever peer runs the rounds: one that swept leaves them to it
+            lambda: sum(repair(u)["gc_tombstones_purged"] for u in live) > 0,
             30,
-            f"tombstones purged (last skip: {repair(p1)['gc_last_skip']})",
+            "tombstones purged",
         )
         cluster.restart("p3")
         p3 = cluster.peer("p3").http_url
