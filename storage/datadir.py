@@ -59,7 +59,7 @@ class DataDir:
             self.counter_mark = CounterMark(self.path / "counter_mark")
             self.reserve = SpaceReserve(self.path / "reserve")
             self.blocks = DiskBlockStore(
-                self.path / "blocks", fsync=fsync, keep_free=self.reserve.size()
+                self.path / "blocks", fsync=fsync, keep_free=self.reserve.size
             )
             self.records = RecordStore(self.path / "records.sqlite")
             self.reserve.keep()

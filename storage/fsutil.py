@@ -51,20 +51,19 @@ class SpaceReserve:
     MAX = 4 * 1024 * 1024
 
     def __init__(self, path: str | Path) -> None:
+        """`path` is in the data directory, which must exist; the size is fixed here (block
+        stores keep that much free too, so a reserve given up goes to records, not to the next
+        blocks)."""
         self.path = Path(path)
-
-    def size(self) -> int:
-        """The reserve's size on this file system (block stores keep this much free too, so
-        a reserve given up goes to records, not to the next blocks)."""
         fs = os.statvfs(self.path.parent)
-        return min(self.MAX, fs.f_blocks * fs.f_frsize // 16)
+        self.size = min(self.MAX, fs.f_blocks * fs.f_frsize // 16)
 
     def keep(self) -> bool:
         """Hold the reserve (when at least twice its size is free); whether it is held."""
         if self.path.exists():
             return True
         fs = os.statvfs(self.path.parent)
-        size = self.size()
+        size = self.size
         if fs.f_bavail * fs.f_frsize < 2 * size:
             return False
         temp = self.path.with_name(self.path.name + ".tmp")
