@@ -25,6 +25,8 @@ MIN_BLOCK_SIZE = 4 * 1024
 MAX_BLOCK_SIZE = 16 * MiB
 SIZE_PATTERN = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_PATTERN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
 
 class ConfigError(ValueError):
@@ -59,6 +61,7 @@ class PeerConfig:
     horizon: float = 86400.0
     idle_timeout: float = 30.0
     s3_port: int | None = None
+    s3_domain: str | None = None
 
     def validate(self) -> PeerConfig:
         """Return self, or raise ConfigError naming the first setting that cannot work."""
@@ -74,6 +77,11 @@ class PeerConfig:
             not 1 <= self.s3_port <= 65535 or self.s3_port in (self.port, self.http)
         ):
             raise ConfigError(f"s3-port: {self.s3_port} must be a free TCP port (1-65535)")
+        if self.s3_domain is not None and not DOMAIN_PATTERN.fullmatch(self.s3_domain):
+            raise ConfigError(
+                f"s3-domain: {self.s3_domain[:80]!r} must be a lower-case DNS name such as "
+                "s3.example.com (buckets are then BUCKET.s3.example.com)"
+            )
         if self.replicas < 1:
             raise ConfigError(f"replicas: N must be at least 1, got {self.replicas}")
         for key, value in (("read-quorum", self.read_quorum), ("write-quorum", self.write_quorum)):
@@ -178,6 +186,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "horizon": ("horizon", float),
     "idle-timeout": ("idle_timeout", float),
     "s3-port": ("s3_port", int),
+    "s3-domain": ("s3_domain", str),
 }
 REQUIRED = ("name", "data", "port", "http")
 
@@ -222,6 +231,10 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a connection may take to send request headers or a frame (default 30)",
     )
     add("--s3-port", help="serve the S3 API on this port of the HTTP bind address")
+    add(
+        "--s3-domain",
+        help="also take virtual-host style S3 requests: host BUCKET.DOMAIN names the bucket",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:

@@ -237,7 +237,10 @@ class Node(service.MultiService):
             self
         )
         if config.s3_port is not None:  # the S3 API beside the HTTP API, HTTPS when it is
-            s3 = S3Resource(self.coordinator, s3_keys, time.time, reactor.seconds, self._count)
+            s3 = S3Resource(
+                self.coordinator, s3_keys, time.time, reactor.seconds, self._count,
+                config.s3_domain,
+            )
             self.s3_listener = ConnectionLimit(NoDelayFactory(self._site(s3, S3Request)))
             s3_factory: Any = self.s3_listener
             if self.tls is not None:

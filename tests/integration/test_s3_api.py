@@ -10,6 +10,7 @@ import io
 import json
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from tests.support import LocalCluster, free_port, make_cluster_dir, wait_for
 
 ADMIN = secrets.token_urlsafe(24)
 MiB = 1024 * 1024
+DOMAIN = "s3.test"  # the peers' --s3-domain: BUCKET.s3.test is a virtual-host request
 
 
 class S3Cluster:
@@ -77,7 +79,7 @@ def s3_cluster(root, name: str) -> Iterator[S3Cluster]:
     ports = {}
     for peer in cluster.peers:
         ports[peer.name] = free_port()
-        peer.argv += ["--s3-port", str(ports[peer.name])]
+        peer.argv += ["--s3-port", str(ports[peer.name]), "--s3-domain", DOMAIN]
     try:
         cluster.start()
         yield S3Cluster(cluster, ports)
@@ -469,6 +471,58 @@ def test_presigned_urls_signatures_and_anonymous_requests(s3, alice, boto) -> No
     with pytest.raises(ClientError) as e:
         unknown.list_buckets()
     assert code(e) == "InvalidAccessKeyId"
+
+
+def test_virtual_host_style_requests_name_the_bucket_in_the_host(
+    s3, alice, boto, monkeypatch
+) -> None:
+    """boto3 with virtual-host addressing sends `Host: alice-bucket.s3.test:PORT` and a path
+    without the bucket. The test resolves *.s3.test to 127.0.0.1, as a wildcard DNS record
+    for the domain would; the requests themselves are boto3's (ListBuckets goes to the domain itself)."""
+    resolve = socket.getaddrinfo
+
+    def to_loopback(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host == DOMAIN or (isinstance(host, str) and host.endswith("." + DOMAIN)):
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", to_loopback)
+    port = s3.s3_ports["p2"]
+    virtual = boto3.client(
+        "s3",
+        endpoint_url=f"http://{DOMAIN}:{port}",
+        aws_access_key_id=alice["access_key_id"],
+        aws_secret_access_key=alice["secret_access_key"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}),
+    )
+    virtual.put_object(Bucket="alice-bucket", Key="vhost/a b.txt", Body=b"by host")
+    assert boto.get_object(Bucket="alice-bucket", Key="vhost/a b.txt")["Body"].read() == b"by host"
+    listed = virtual.list_objects_v2(Bucket="alice-bucket", Prefix="vhost/")
+    assert [o["Key"] for o in listed["Contents"]] == ["vhost/a b.txt"]
+    for url in (  # a presigned URL of either signature version carries the host too
+        virtual.generate_presigned_url(
+            "get_object", Params={"Bucket": "alice-bucket", "Key": "vhost/a b.txt"}
+        ),
+        boto3.client(
+            "s3",
+            endpoint_url=f"http://{DOMAIN}:{port}",
+            aws_access_key_id=alice["access_key_id"],
+            aws_secret_access_key=alice["secret_access_key"],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "virtual"}, signature_version="s3v4"),
+        ).generate_presigned_url(
+            "get_object", Params={"Bucket": "alice-bucket", "Key": "vhost/a b.txt"}
+        ),
+    ):
+        assert f"//alice-bucket.{DOMAIN}:{port}/vhost/" in url
+        assert httpx.get(url).content == b"by host"
+    with pytest.raises(ClientError) as e:
+        virtual.head_bucket(Bucket="no-such-bucket")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert "alice-bucket" in [b["Name"] for b in virtual.list_buckets()["Buckets"]]
+    # Path-style requests to the same port go on working beside them.
+    assert boto.get_object(Bucket="alice-bucket", Key="vhost/a b.txt")["Body"].read() == b"by host"
 
 
 def signed_post(s3: S3Cluster, key: dict[str, str], path: str, body: bytes) -> httpx.Response:

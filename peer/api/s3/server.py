@@ -1,10 +1,12 @@
 """The S3 API's HTTP shell (twisted.web): request parsing, SigV4 authentication, routing of
 method + query to an operation, and S3's XML answers.
 
-Requests are path-style: ``/`` lists buckets, ``/BUCKET`` is a bucket, ``/BUCKET/KEY`` an
-object. Each operation (`peer.api.s3.objects`, `peer.api.s3.buckets`,
-`peer.api.s3.multipart`) is a thin call into the same coordinator and namespace as the qfs
-API, acting as the qfs user behind the request's access key. Anything not routed answers 501
+Requests are path-style (``/`` lists buckets, ``/BUCKET`` is a bucket, ``/BUCKET/KEY`` an
+object) or, with a domain configured (``--s3-domain``), virtual-host style: a request to host
+``BUCKET.DOMAIN`` names the bucket in its host and the key in its path. Each operation
+(`peer.api.s3.objects`, `peer.api.s3.buckets`, `peer.api.s3.multipart`) is a thin call into
+the same coordinator and namespace as the qfs API, acting as the qfs user behind the
+request's access key. Anything not routed answers 501
 NotImplemented; every failure is an S3 XML error document.
 """
 
@@ -101,9 +103,12 @@ class S3Resource(resource.Resource):
         wall_clock: Callable[[], float],
         ticks: Callable[[], float],
         on_request: Callable[[str, int], None] = lambda route, status: None,
+        domain: str | None = None,
     ) -> None:
-        """`wall_clock` dates signatures (time.time); `ticks` ages caches (monotonic)."""
+        """`wall_clock` dates signatures (time.time); `ticks` ages caches (monotonic);
+        `domain` turns on virtual-host style requests for BUCKET.`domain`."""
         super().__init__()
+        self.domain = domain
         self.coordinator = coordinator
         self.namespace = Namespace(coordinator)
         self.keys = keys
@@ -126,14 +131,17 @@ class S3Resource(resource.Resource):
         resource_name = "/"
         try:
             raw_path, _, raw_query = request.uri.decode("latin-1").partition("?")
-            bucket, key = split_path(raw_path)
+            host_bucket = bucket_of_host(_host(request), self.domain)
+            bucket, key = split_path(raw_path, host_bucket)
             resource_name = "/" + bucket + ("/" + key if key else "")
             pairs = parse_query(raw_query)
             query = dict(pairs)
             method = request.method.decode("latin-1")
             headers = _headers(request)
+            # A V2 signature covers the bucket even when the host names it.
+            v2_path = raw_path if host_bucket is None else "/" + host_bucket + raw_path
             identity, body = await self._authenticate(
-                request, method, raw_path, pairs, query, headers
+                request, method, raw_path, v2_path, pairs, query, headers
             )
             call = Call(request, method, bucket, key, query, identity, body, request_id, headers)
             operation, name = self._route(call)
@@ -160,12 +168,13 @@ class S3Resource(resource.Resource):
         request: server.Request,
         method: str,
         raw_path: str,
+        v2_path: str,
         pairs: list[tuple[str, str]],
         query: dict[str, str],
         headers: dict[str, list[str]],
     ) -> tuple[Identity, BodyReader]:
         """The identity behind the request's signature and its body as it will be read
-        (decoded and verified)."""
+        (decoded and verified). SigV4 signs the path as sent, SigV2 `v2_path`."""
         authorization = _last(headers, "authorization")
         signed: sigv4.SignedRequest | None = None
         if authorization is not None:
@@ -173,7 +182,7 @@ class S3Resource(resource.Resource):
         elif "X-Amz-Signature" in query or "X-Amz-Credential" in query:
             signed = sigv4.parse_presigned(query)
         elif "Signature" in query or "AWSAccessKeyId" in query:
-            return await self._presigned_v2(request, method, raw_path, pairs, query, headers)
+            return await self._presigned_v2(request, method, v2_path, pairs, query, headers)
         payload = _last(headers, "x-amz-content-sha256")
         if payload is None:
             if signed is not None and not signed.presigned:
@@ -397,12 +406,30 @@ def not_implemented(method: str, query: dict[str, str]) -> S3Error:
     return S3Error(501, "NotImplemented", f"{method} on {what} is not implemented by quorumfs")
 
 
-def split_path(raw_path: str) -> tuple[str, str]:
-    """(bucket, key) of a path-style request path, percent-decoded."""
+def bucket_of_host(host: str | None, domain: str | None) -> str | None:
+    """The bucket a virtual-host style request names in its Host header (``BUCKET.DOMAIN``,
+    any port), or None for a path-style request (no domain configured, or another host)."""
+    if domain is None or not host:
+        return None
+    name = host.lower()
+    if name.startswith("["):  # an IPv6 literal is never a bucket's host
+        return None
+    name = name.rpartition(":")[0] if ":" in name else name
+    suffix = "." + domain
+    if not name.endswith(suffix) or len(name) == len(suffix):
+        return None
+    return name[: -len(suffix)]
+
+
+def split_path(raw_path: str, host_bucket: str | None = None) -> tuple[str, str]:
+    """(bucket, key) of a request path, percent-decoded: path-style, or the key alone when
+    the host named the bucket (`host_bucket`)."""
     try:
         text = unquote(raw_path, errors="strict")
     except UnicodeDecodeError:
         raise bad_request("the request path is not valid UTF-8") from None
+    if host_bucket is not None:
+        return host_bucket, text.removeprefix("/")
     bucket, _, key = text.removeprefix("/").partition("/")
     return bucket, key
 
@@ -441,6 +468,11 @@ def _headers(request: server.Request) -> dict[str, list[str]]:
             v.decode("latin-1") for v in values
         )
     return headers
+
+
+def _host(request: server.Request) -> str | None:
+    value = request.getHeader("host")
+    return value if value is None else value.strip()
 
 
 def _last(headers: dict[str, list[str]], name: str) -> str | None:

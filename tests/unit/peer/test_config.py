@@ -43,6 +43,9 @@ def test_defaults_and_flags() -> None:
         (["--bind", "0.0.0.0"], "bind"),
         (["--dead-after", "-1"], "dead-after"),
         (["--scrub-rate", "0"], "scrub-rate"),
+        (["--s3-domain", "S3.Example.com"], "s3-domain"),
+        (["--s3-domain", "s3..example.com"], "s3-domain"),
+        (["--s3-domain", "s3.example.com:9000"], "s3-domain"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_naming_the_setting(extra, named) -> None:
