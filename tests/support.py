@@ -38,12 +38,19 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.1) -> None:
-    """Poll `predicate` every `poll` s until it is true; TimeoutError naming `what` otherwise."""
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str | Callable[[], str],
+    poll: float = 0.1,
+) -> None:
+    """Poll `predicate` every `poll` s until it is true; TimeoutError naming `what` otherwise
+    (a callable `what` is asked at the timeout, so it can say what the cluster showed then)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
+            said = what() if callable(what) else what
+            raise TimeoutError(f"{said}: not within {timeout}s")
         time.sleep(poll)
 
 

@@ -39,6 +39,15 @@ def repair(url: str) -> dict:
     return httpx.get(url + "/v1/cluster", timeout=5).json()["repair"]
 
 
+def collector_state(url: str) -> str:
+    """What a peer's collector did last, for a failure message."""
+    state = repair(url)
+    return (
+        f"{url}: {state['gc_rounds']} rounds, {state['peers_forgotten']} forgotten, last skip "
+        f"{state['gc_last_skip']!r}"
+    )
+
+
 def live_urls(cluster: LocalCluster) -> list[str]:
     return [p.http_url for p in cluster.peers if p.running()]
 
@@ -133,7 +142,9 @@ def test_a_peer_away_past_the_horizon_is_rebuilt_and_brings_nothing_back(tmp_pat
         wait_for(  # by whichever peer runs the rounds: one that swept leaves them to it
             lambda: sum(repair(u)["gc_tombstones_purged"] for u in live) > 0,
             30,
-            "tombstones purged",
+            lambda: "tombstones purged (collectors: "
+            + "; ".join(collector_state(u) for u in live)
+            + ")",
         )
         cluster.restart("p3")
         p3 = cluster.peer("p3").http_url
