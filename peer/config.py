@@ -25,6 +25,7 @@ MIN_BLOCK_SIZE = 4 * 1024
 MAX_BLOCK_SIZE = 16 * MiB
 SIZE_PATTERN = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
+S3_UPLOAD_EXPIRY = 7 * 86400.0  # seconds a multipart upload may stay open
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 DOMAIN_PATTERN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
@@ -62,6 +63,7 @@ class PeerConfig:
     idle_timeout: float = 30.0
     s3_port: int | None = None
     s3_domain: str | None = None
+    s3_upload_expiry: float = S3_UPLOAD_EXPIRY
 
     def validate(self) -> PeerConfig:
         """Return self, or raise ConfigError naming the first setting that cannot work."""
@@ -100,6 +102,7 @@ class PeerConfig:
             "scrub_rate",
             "gc_interval",
             "idle_timeout",
+            "s3_upload_expiry",
         ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key.replace('_', '-')}: {getattr(self, key)} must be positive")
@@ -187,6 +190,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "idle-timeout": ("idle_timeout", float),
     "s3-port": ("s3_port", int),
     "s3-domain": ("s3_domain", str),
+    "s3-upload-expiry": ("s3_upload_expiry", float),
 }
 REQUIRED = ("name", "data", "port", "http")
 
@@ -234,6 +238,11 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--s3-domain",
         help="also take virtual-host style S3 requests: host BUCKET.DOMAIN names the bucket",
+    )
+    add(
+        "--s3-upload-expiry",
+        help="seconds a multipart upload may stay open before it and its parts go "
+        "(default 604800, 7 days)",
     )
 
 

@@ -238,9 +238,18 @@ class Node(service.MultiService):
         )
         if config.s3_port is not None:  # the S3 API beside the HTTP API, HTTPS when it is
             s3 = S3Resource(
-                self.coordinator, s3_keys, time.time, reactor.seconds, self._count,
+                self.coordinator,
+                s3_keys,
+                time.time,
+                reactor.seconds,
+                self._count,
                 config.s3_domain,
+                config.s3_upload_expiry,
             )
+            every = max(1.0, min(config.s3_upload_expiry / 4, 3600.0))
+            internet.TimerService(
+                every, self._background, s3.multipart.expire, "multipart expiry"
+            ).setServiceParent(self)
             self.s3_listener = ConnectionLimit(NoDelayFactory(self._site(s3, S3Request)))
             s3_factory: Any = self.s3_listener
             if self.tls is not None:

@@ -70,8 +70,8 @@ class S3Cluster:
         )
 
 
-def s3_cluster(root, name: str) -> Iterator[S3Cluster]:
-    """A 3-peer cluster with an admin token and an S3 port on every peer."""
+def s3_cluster(root, name: str, extra: tuple[str, ...] = ()) -> Iterator[S3Cluster]:
+    """A 3-peer cluster with an admin token and an S3 port on every peer (and `extra` flags)."""
     token_file = root / "admin.token"
     token_file.write_text(ADMIN + "\n")
     token_file.chmod(0o600)  # a token file others may read is refused
@@ -79,7 +79,7 @@ def s3_cluster(root, name: str) -> Iterator[S3Cluster]:
     ports = {}
     for peer in cluster.peers:
         ports[peer.name] = free_port()
-        peer.argv += ["--s3-port", str(ports[peer.name]), "--s3-domain", DOMAIN]
+        peer.argv += ["--s3-port", str(ports[peer.name]), "--s3-domain", DOMAIN, *extra]
     try:
         cluster.start()
         yield S3Cluster(cluster, ports)
@@ -477,8 +477,8 @@ def test_virtual_host_style_requests_name_the_bucket_in_the_host(
     s3, alice, boto, monkeypatch
 ) -> None:
     """boto3 with virtual-host addressing sends `Host: alice-bucket.s3.test:PORT` and a path
-    without the bucket. The test resolves *.s3.test to 127.0.0.1, as a wildcard DNS record
-    for the domain would; the requests themselves are boto3's (ListBuckets goes to the domain itself)."""
+    without the bucket. The test resolves s3.test and *.s3.test to 127.0.0.1, as DNS records
+    for the domain would; the requests themselves are boto3's."""
     resolve = socket.getaddrinfo
 
     def to_loopback(host, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -592,6 +592,44 @@ def test_a_squatted_uploads_area_is_refused_and_a_write_without_a_quorum_is_503(
         assert code(e) == "SlowDown"
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
+
+
+def test_an_abandoned_multipart_upload_expires_and_its_parts_are_removed(tmp_path) -> None:
+    expiry = 3.0
+    with contextlib.contextmanager(s3_cluster)(
+        tmp_path, "expiry", ("--s3-upload-expiry", str(expiry))
+    ) as small:
+        client = small.client(small.new_key("frank"), retries={"max_attempts": 1})
+        client.create_bucket(Bucket="tmp")
+        started = time.monotonic()
+        old = client.create_multipart_upload(Bucket="tmp", Key="abandoned")["UploadId"]
+        client.upload_part(Bucket="tmp", Key="abandoned", UploadId=old, PartNumber=1, Body=b"x")
+        admin = small.cluster.client()
+        assert [e["name"] for e in admin.ls("/.s3-uploads")] == [old]
+        time.sleep(max(0.0, started + expiry + 0.5 - time.monotonic()))
+        with pytest.raises(ClientError) as e:  # gone for clients once expired
+            client.upload_part(
+                Bucket="tmp", Key="abandoned", UploadId=old, PartNumber=2, Body=b"y"
+            )
+        assert code(e) == "NoSuchUpload" and "expired" in e.value.response["Error"]["Message"]
+        assert not client.list_multipart_uploads(Bucket="tmp").get("Uploads")
+        wait_for(  # and its parts are removed (after a margin as long as the expiry here)
+            lambda: not admin.ls("/.s3-uploads"), 4 * expiry, "the expired upload removed"
+        )
+        fresh = client.create_multipart_upload(Bucket="tmp", Key="kept")["UploadId"]
+        part = client.upload_part(
+            Bucket="tmp", Key="kept", UploadId=fresh, PartNumber=1, Body=b"kept"
+        )
+        assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket="tmp")["Uploads"]] == [
+            fresh
+        ]
+        client.complete_multipart_upload(
+            Bucket="tmp",
+            Key="kept",
+            UploadId=fresh,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+        )
+        assert client.get_object(Bucket="tmp", Key="kept")["Body"].read() == b"kept"
 
 
 def test_an_open_cluster_serves_s3_to_any_signature_as_the_admin(tmp_path) -> None:

@@ -10,6 +10,11 @@ spares them since the parts' manifests reference them until then), computing the
 file's BLAKE3 hash by reading the blocks back; a long Complete keeps the connection alive with
 whitespace after a 200, as S3 does, and reports a late failure as an Error document in that
 body. The ETag is S3's: MD5 of the parts' binary MD5s, a dash, the number of parts.
+
+An upload neither completed nor aborted within the expiry (``--s3-upload-expiry``, default 7
+days, counted from its creation) is gone for clients at once (NoSuchUpload, not listed) and
+its parts are removed by `expire` once it is EXPIRY_MARGIN older still, so a Complete that
+began just before the expiry never loses its parts under it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -32,6 +38,7 @@ from peer.api.s3.objects import byte_range, copy_source, parse_range, request_me
 from peer.api.s3.payload import Verified
 from peer.api.s3.xml import document, error_document, parse, text_of
 from peer.body import FileBody
+from peer.config import S3_UPLOAD_EXPIRY
 from peer.coordinator import StoredContent
 from peer.errors import AlreadyExists, ApiError, NotFound
 from peer.lookup import decode_manifests
@@ -41,10 +48,13 @@ from peer.permissions import ADMIN_IDENTITY, EXECUTE, WRITE, require, require_tr
 if TYPE_CHECKING:
     from peer.api.s3.server import Call, S3Resource
 
+log = logging.getLogger(__name__)
+
 MIN_PART = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 KEEPALIVE = 5.0  # seconds between whitespace bytes of a long CompleteMultipartUpload
 READ_BATCH = 256
+EXPIRY_MARGIN = 3600.0  # at most; never more than the expiry itself
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -84,9 +94,10 @@ class ChunkBody:
 class MultipartOperations:
     """The multipart-upload operations of one S3Resource."""
 
-    def __init__(self, s3: S3Resource) -> None:
+    def __init__(self, s3: S3Resource, expiry: float = S3_UPLOAD_EXPIRY) -> None:
         self.s3 = s3
         self.c = s3.coordinator
+        self.expiry = expiry
         self._uploads_checked = False
 
     async def _uploads_dir(self) -> None:
@@ -127,6 +138,10 @@ class MultipartOperations:
             raise missing from None
         if info["bucket"] != call.bucket or info["key"] != call.key:
             raise missing
+        if self._expired(info["initiated"]):
+            raise S3Error(
+                404, "NoSuchUpload", f"upload {upload_id} expired: it was started too long ago"
+            )
         if info["user"] != call.identity.user and not call.identity.admin:
             raise access_denied("this upload was started by another user")
         info["id"] = upload_id
@@ -285,6 +300,7 @@ class MultipartOperations:
             for info in infos:
                 if (
                     info is not None
+                    and not self._expired(info["initiated"])
                     and info["bucket"] == call.bucket
                     and info["key"].startswith(prefix)
                     and info["key"] > key_marker
@@ -318,6 +334,33 @@ class MultipartOperations:
                 )
             )
         await self.s3.send(call.request, 200, document("ListMultipartUploadsResult", fields))
+
+    def _expired(self, initiated: float, margin: float = 0.0) -> bool:
+        return self.c.now() - initiated > self.expiry + margin
+
+    async def expire(self) -> int:
+        """Remove the parts of every upload expired more than the margin ago; returns how many
+        uploads went. Any peer may run it, several at once: a removal is idempotent."""
+        margin = min(self.expiry, EXPIRY_MARGIN)
+        removed = 0
+        after = None
+        while True:
+            try:
+                entries, after = await self.c.list_page(UPLOADS, after=after, limit=READ_BATCH)
+            except NotFound:
+                return removed
+            for entry in entries:
+                if not _UPLOAD_ID.fullmatch(entry["name"]):
+                    continue
+                info = await self._info_or_none(entry["name"])
+                started = entry["mtime"] if info is None else info["initiated"]
+                if self._expired(started, margin):
+                    with contextlib.suppress(NotFound):
+                        await self.s3.namespace.rmdir(upload_dir(entry["name"]), recursive=True)
+                    log.info("multipart upload %s expired: its parts are removed", entry["name"])
+                    removed += 1
+            if after is None:
+                return removed
 
     async def _info_or_none(self, upload_id: str) -> dict[str, Any] | None:
         if not _UPLOAD_ID.fullmatch(upload_id):

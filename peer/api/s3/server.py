@@ -33,6 +33,7 @@ from peer.api.s3.objects import ObjectOperations
 from peer.api.s3.payload import CHECKSUMS, AwsChunked, Verified
 from peer.api.s3.xml import MAX_XML_BODY, error_document
 from peer.body import BodyReader, FileBody
+from peer.config import S3_UPLOAD_EXPIRY
 from peer.coordinator import Coordinator
 from peer.errors import ApiError
 from peer.namespace import Namespace
@@ -104,9 +105,11 @@ class S3Resource(resource.Resource):
         ticks: Callable[[], float],
         on_request: Callable[[str, int], None] = lambda route, status: None,
         domain: str | None = None,
+        upload_expiry: float = S3_UPLOAD_EXPIRY,
     ) -> None:
         """`wall_clock` dates signatures (time.time); `ticks` ages caches (monotonic);
-        `domain` turns on virtual-host style requests for BUCKET.`domain`."""
+        `domain` turns on virtual-host style requests for BUCKET.`domain`; `upload_expiry` is
+        how long a multipart upload may stay open."""
         super().__init__()
         self.domain = domain
         self.coordinator = coordinator
@@ -117,7 +120,7 @@ class S3Resource(resource.Resource):
         self._on_request = on_request
         self.buckets = BucketOperations(self)
         self.objects = ObjectOperations(self)
-        self.multipart = MultipartOperations(self)
+        self.multipart = MultipartOperations(self, upload_expiry)
 
     def render(self, request: server.Request) -> Any:
         defer.ensureDeferred(self._serve(request))
