@@ -165,6 +165,7 @@ class RpcServerProtocol(protocol.Protocol):
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._queued: deque[Message] = deque()  # decoded, waiting for a dispatch slot
+        self._dispatching = False  # inside _run_queued's loop
         self._reading = True
         self._deadline: IDelayedCall | None = None
         self._quiet = False  # whether the armed deadline is the quiet one
@@ -196,10 +197,19 @@ class RpcServerProtocol(protocol.Protocol):
         self._cancel_deadline()
 
     def _run_queued(self) -> None:
-        while self._queued and self._in_flight < self._max_in_flight:
-            self._in_flight += 1
-            done = defer.ensureDeferred(self._dispatch(self._queued.popleft()))
-            done.addBoth(self._finished)
+        """Dispatch queued messages while slots are free. A dispatch that finishes at once
+        calls `_finished` from inside this loop: that nested call returns here at once and
+        the loop takes the next message, so a burst costs no stack depth."""
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self._queued and self._in_flight < self._max_in_flight:
+                self._in_flight += 1
+                done = defer.ensureDeferred(self._dispatch(self._queued.popleft()))
+                done.addBoth(self._finished)
+        finally:
+            self._dispatching = False
         if self._queued and self._reading:
             self._reading = False
             self.transport.pauseProducing()

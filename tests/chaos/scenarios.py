@@ -26,6 +26,7 @@ from tests.chaos.workload import Worker
 
 N, W = 3, 2  # the cluster defaults every scenario runs with
 DEAD_AFTER = 4.0  # --dead-after of the scenarios that keep a peer down past it
+HORIZON = 30.0  # --horizon of the soak: a peer away longer is forgotten, rebuilt when back
 BRIEF = 3.0  # seconds of faults the newer scenarios get in `./dev test`
 DELETES = (0.4, 0.7)  # a worker's mix with 30% deletes (tombstones for the collector to purge)
 SHORT_GC = ("--gc-interval", "2", "--gc-grace", "5", "--anti-entropy-interval", "2")
@@ -468,7 +469,11 @@ SCENARIOS: dict[str, Scenario] = {
             settle=5.0,
             mix=(0.45, 0.65),
             check_space=True,
-            extra=(*SHORT_GC, "--dead-after", str(DEAD_AFTER)),
+            # A peer that left (a shrink) and stays out holds every collection back until it
+            # is away past the horizon: with the default day, space never came back (an hour
+            # soak filled every disk). Longer than any outage a fault round makes, shorter than
+            # the wait for space at the end, so returning peers are rebuilt now and then.
+            extra=(*SHORT_GC, "--dead-after", str(DEAD_AFTER), "--horizon", str(HORIZON)),
             brief=5.0,
         ),
     ]

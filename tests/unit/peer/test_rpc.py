@@ -337,3 +337,36 @@ def test_a_client_dials_afresh_rather_than_reuse_a_connection_idle_past_the_reus
     answered_call(1)  # a new connection numbers its calls from 1
     assert len(transports) == 2
     assert transports[0].disconnecting
+
+
+def test_a_burst_of_calls_that_finish_at_once_is_served_without_recursion() -> None:
+    """Before: each call that finished synchronously dispatched the next queued one from its
+    own callback, one stack level per call: a few hundred small frames in one read (the soak
+    saw it) ended in RecursionError and an unhandled error on the peer."""
+    gates: list[defer.Deferred] = []
+
+    async def wait(message: Message) -> dict:
+        gate: defer.Deferred = defer.Deferred()
+        gates.append(gate)
+        await gate
+        return {}
+
+    factory = RpcServerFactory(
+        CODEC, {"echo": echo, "wait": wait}, clock=task.Clock(), max_in_flight=2
+    )
+    server = factory.buildProtocol(None)
+    transport = StringTransport()
+    server.makeConnection(transport)
+    count = 5000
+    frames = [CODEC.frame("echo", {"id": i, "args": {}}) for i in range(count)]
+    server.dataReceived(b"".join(frames))  # every one finishes as it is dispatched
+    assert len(replies(transport)) == count
+    transport.clear()
+    slow = [CODEC.frame("wait", {"id": count + i, "args": {}}) for i in range(2)]
+    server.dataReceived(b"".join(slow + frames))  # queued behind two slow calls
+    assert replies(transport) == [] and transport.producerState == "paused"
+    gates[0].callback(None)  # one slot frees: the whole queue drains through it
+    assert len(replies(transport)) == count + 1
+    gates[1].callback(None)
+    assert len(replies(transport)) == count + 2
+    assert transport.producerState == "producing"
