@@ -180,6 +180,22 @@ def test_delete_is_a_tombstone_and_hides_the_file(cluster) -> None:
         run(coordinators["n2"].list_directory("/nowhere"))
 
 
+def test_a_read_takes_blocks_from_the_coordinators_own_store_first(cluster) -> None:
+    """Before: blocks came from the first replica in ring order, so a peer holding every
+    block still fetched two thirds of a file from the others (over TLS, encrypted twice)."""
+    network, coordinators = cluster(3)
+    data = random.Random(3).randbytes(BLOCK * 6)
+    put(coordinators["n0"], "/local", data)
+    network.calls.clear()
+    assert get(coordinators["n2"], "/local") == data
+    assert [method for _, method in network.calls].count("block.get") == 0
+    first = run(coordinators["n2"].resolve("/local", None, None)).manifest.blocks[0].hash
+    network.replicas["n2"].blocks.corrupt(first)  # a bad local copy: fetched from another
+    assert get(coordinators["n2"], "/local") == data
+    assert [method for _, method in network.calls].count("block.get") == 1
+    assert first in network.replicas["n2"].blocks.quarantined()
+
+
 def test_a_corrupt_replica_is_skipped_and_quarantines_its_copy(cluster) -> None:
     network, coordinators = cluster(3)
     data = b"z" * (BLOCK + 10)
