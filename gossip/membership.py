@@ -67,7 +67,9 @@ PUSH_PULL = "gossip.pushpull"
 
 _LIVE = frozenset((ALIVE, SUSPECT))  # states that are probed and gossiped to
 _GONE = frozenset((DEAD, LEFT))
-_DOUBTED = frozenset((SUSPECT, DEAD))  # states a member is told about so it can refute
+# States a member is told we hold it in whenever we send to it, so that it can refute: a
+# member we suspect, think dead, or saw leave is alive if it is talking to us.
+_DOUBTED = frozenset((SUSPECT, DEAD, LEFT))
 _MAX_SEQ = 2**32 - 1
 MAX_RELAYS = 64  # ping-reqs served at once; a cluster in trouble asks a member for a few
 # The update array's CBOR header is 1 byte when empty and at most 3 bytes with updates.
@@ -147,7 +149,9 @@ Effect = Send | PushPull | MemberChanged
 
 
 class _Member:
-    __slots__ = ("incarnation", "last_heard", "meta", "name", "since", "state", "suspicion")
+    __slots__ = (
+        "incarnation", "last_heard", "meta", "name", "since", "state", "suspicion", "told_at"
+    )
 
     def __init__(self, name: str, meta: Meta, incarnation: int, state: str, now: float) -> None:
         self.name = name
@@ -157,6 +161,7 @@ class _Member:
         self.since = now
         self.last_heard: float | None = None
         self.suspicion: Suspicion | None = None
+        self.told_at = -math.inf  # when we last told it that we hold it dead or left
 
     def info(self) -> MemberInfo:
         m = self.meta
@@ -331,6 +336,8 @@ class Membership:
             m.last_heard = now
         self._apply_all(updates, now, out)
         self._handlers[kind](sender, src, now, out, *args)
+        if m is not None and m.state in _GONE:
+            self._tell_gone(m, now, out)
         return out
 
     def tick(self, now: float) -> list[Effect]:
@@ -679,11 +686,11 @@ class Membership:
         self._queue.put(name, update, _encoded_size(update))
 
     def _send(self, out: list[Effect], addr: Addr, kind: str, body: dict[str, Any],
-              to: str | None, piggyback: bool = True) -> None:
+              to: str | None, piggyback: bool = True, only: list[Any] | None = None) -> None:
         """Queue a datagram carrying as many updates as fit in ``max_datagram`` bytes (none
-        without ``piggyback``)."""
+        without ``piggyback``, or just ``only``)."""
         body["from"] = self.name
-        updates: list[Any] = []
+        updates: list[Any] = list(only or ())
         body["u"] = updates
         size = len(self._codec.encode(kind, body)) + _ARRAY_HEADER_GROWTH
         if not piggyback:
@@ -692,9 +699,13 @@ class Membership:
         budget = self.config.max_datagram - size
         m = self._members.get(to) if to is not None else None
         if m is not None and m.state in _DOUBTED:
-            # Tell a member we suspect (or think dead) so, so that it can refute at once.
-            u = (suspect_update if m.state == SUSPECT else dead_update)(
-                m.name, m.incarnation, self.name)
+            # Tell the member what we hold, so that it can refute at once (a member back after
+            # a leave may have joined through one that never heard of the leave).
+            if m.state == LEFT:
+                u = left_update(m.name, m.incarnation)
+            else:
+                u = (suspect_update if m.state == SUSPECT else dead_update)(
+                    m.name, m.incarnation, self.name)
             usize = _encoded_size(u)
             if usize <= budget:
                 updates.append(u)
@@ -703,6 +714,19 @@ class Membership:
         taken, used = self._queue.take(budget, self._retransmit_limit())
         updates.extend(taken)
         out.append(Send(addr, kind, body, size + used))
+
+    def _tell_gone(self, m: _Member, now: float, out: list[Effect]) -> None:
+        """A member we hold as dead or left is sending to us: it is back, perhaps having
+        joined through a member that never heard it went, at an incarnation nobody else
+        takes. Tell it what we hold so that it refutes at once: one update, sent to the
+        address we know it by (never to the datagram's source), at most once a protocol
+        period."""
+        if now - m.told_at < self.config.probe_interval:
+            return
+        m.told_at = now
+        claim = (left_update(m.name, m.incarnation) if m.state == LEFT
+                 else dead_update(m.name, m.incarnation, self.name))
+        self._send(out, m.meta.addr, GOSSIP, {}, m.name, piggyback=False, only=[claim])
 
     def _retransmit_limit(self) -> int:
         return retransmit_limit(self.config.retransmit_mult, self.cluster_size)

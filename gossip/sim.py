@@ -119,6 +119,18 @@ class Simulation:
         self._route(i, self.members[i].leave(self.now))
         self._schedule(i)
 
+    def restart(self, i: int) -> None:
+        """Member ``i`` starts again as a new process: up, knowing nobody, at incarnation 0
+        (``join`` it next)."""
+        old = self.members[i]
+        self.members[i] = Membership(old.name, old.meta, codec=Codec(),
+                                     rng=random.Random(self.rng.random()), now=self.now,
+                                     config=self.config)
+        self._settle_up_time()
+        self.up[i] = True
+        self._wake_at[i] = None
+        self._schedule(i)
+
     def join(self, i: int, seed: int) -> None:
         """Member ``i`` joins through ``seed`` with a push-pull, as a real member does."""
         self._pushpull(i, self.members[seed].meta.addr, join=True)

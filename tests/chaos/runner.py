@@ -328,7 +328,13 @@ class _Scheduler(threading.Thread):
             while not self.stop.wait(self.chaos.rng.uniform(low, high)):
                 self.scenario.step(self.chaos)
         except Exception as e:  # a peer that would not come back, typically
-            self.errors.append({"violation": "fault round failed", "error": repr(e)})
+            self.errors.append(
+                {
+                    "violation": "fault round failed",
+                    "error": repr(e),
+                    "faults_so_far": self.chaos.faults.injected[-8:],
+                }
+            )
 
 
 class _SteadyWatch(threading.Thread):

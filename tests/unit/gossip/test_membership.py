@@ -337,3 +337,27 @@ def test_members_never_change_without_a_version_change() -> None:
             last[i] = now
     assert changes > 20
     assert all(len(m.members()) == 5 for m in sim.members[:5])  # the leaver was reaped
+
+
+def test_a_member_back_after_leaving_is_told_so_and_seen_alive_at_once() -> None:
+    """Before: m2 left, m1 restarted (so it knew nothing of m2) and m2 came back through m1
+    alone. m1 took it for alive at incarnation 0, m0 still held it as left at 1 and never
+    said so to it, so m0 saw it alive only after a periodic push-pull (15-45 s; an hour soak
+    timed out waiting 30 s)."""
+    sim = Simulation(3, seed=5)
+    sim.run_until(5)
+    sim.leave(2)
+    sim.run_until(6)
+    sim.fail(2)  # the process exits once its leave is out
+    sim.run_until(60)  # past gossip-to-the-dead: nobody sends to m2 any more
+    assert sim.members[0].member("m2").state == LEFT  # type: ignore[union-attr]
+    sim.restart(1)
+    sim.join(1, 0)
+    sim.run_until(65)
+    assert sim.members[1].member("m2") is None  # m1 never heard of m2
+    sim.restart(2)
+    sim.join(2, 1)  # through the one member that knows nothing of its leave
+    sim.run_until(70)
+    for observer in (0, 1):
+        seen = sim.members[observer].member("m2")
+        assert seen is not None and seen.state == ALIVE, (observer, seen)
