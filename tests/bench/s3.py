@@ -95,7 +95,7 @@ def timed_processes(make_client, count: int, ops: int, op) -> tuple[float, list[
 
 def warmed(client, index: int):  # type: ignore[no-untyped-def]
     """`client` after one request of each kind the benchmark makes, untimed: boto3 loads its
-    service model and resolves the endpoint on first use (about 0.1 s of CPU per process)."""
+    service model and resolves the endpoint on first use, in every process."""
     if isinstance(client, Client):
         client.put(f"/native/warm{index}", b"w")
         client.get_bytes(f"/native/warm{index}")
