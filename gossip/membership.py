@@ -701,11 +701,7 @@ class Membership:
         if m is not None and m.state in _DOUBTED:
             # Tell the member what we hold, so that it can refute at once (a member back after
             # a leave may have joined through one that never heard of the leave).
-            if m.state == LEFT:
-                u = left_update(m.name, m.incarnation)
-            else:
-                u = (suspect_update if m.state == SUSPECT else dead_update)(
-                    m.name, m.incarnation, self.name)
+            u = self._claim(m)
             usize = _encoded_size(u)
             if usize <= budget:
                 updates.append(u)
@@ -724,9 +720,14 @@ class Membership:
         if now - m.told_at < self.config.probe_interval:
             return
         m.told_at = now
-        claim = (left_update(m.name, m.incarnation) if m.state == LEFT
-                 else dead_update(m.name, m.incarnation, self.name))
-        self._send(out, m.meta.addr, GOSSIP, {}, m.name, piggyback=False, only=[claim])
+        self._send(out, m.meta.addr, GOSSIP, {}, m.name, piggyback=False, only=[self._claim(m)])
+
+    def _claim(self, m: _Member) -> list[Any]:
+        """The update saying what we hold `m` to be (suspect, dead or left)."""
+        if m.state == LEFT:
+            return left_update(m.name, m.incarnation)
+        return (suspect_update if m.state == SUSPECT else dead_update)(
+            m.name, m.incarnation, self.name)
 
     def _retransmit_limit(self) -> int:
         return retransmit_limit(self.config.retransmit_mult, self.cluster_size)
