@@ -875,6 +875,24 @@ class Coordinator:
         more = limit is not None and len(keys) >= limit
         return entries, entry_name(keys[-1]) if more else None
 
+    async def pages(
+        self,
+        directory: str,
+        r: int | None = None,
+        identity: Identity = ADMIN_IDENTITY,
+        *,
+        limit: int,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every entry of `directory`, a `list_page` of at most `limit` names at a time."""
+        after = None
+        while True:
+            entries, after = await self.list_page(
+                directory, r, identity, after=after, limit=limit
+            )
+            yield entries
+            if after is None:
+                return
+
     async def _require_directory(self, directory: str, r: int) -> None:
         found = await self.lookup(directory, r, above=False)
         if found.directory() is None:

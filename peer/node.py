@@ -246,9 +246,9 @@ class Node(service.MultiService):
                 config.s3_domain,
                 config.s3_upload_expiry,
             )
-            every = max(1.0, min(config.s3_upload_expiry / 4, 3600.0))
             internet.TimerService(
-                every, self._background, s3.multipart.expire, "multipart expiry"
+                s3.multipart.sweep_interval, self._background, s3.multipart.expire,
+                "multipart expiry",
             ).setServiceParent(self)
             self.s3_listener = ConnectionLimit(NoDelayFactory(self._site(s3, S3Request)))
             s3_factory: Any = self.s3_listener

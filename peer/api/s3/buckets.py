@@ -52,11 +52,7 @@ class BucketOperations:
 
     async def list_buckets(self, call: Call) -> None:
         buckets = []
-        after = None
-        while True:
-            entries, after = await self.c.list_page(
-                ROOT, None, call.identity, after=after, limit=PAGE
-            )
+        async for entries in self.c.pages(ROOT, None, call.identity, limit=PAGE):
             for entry in entries:
                 if entry["type"] == DIRECTORY and not entry["name"].startswith("."):
                     buckets.append(
@@ -65,8 +61,6 @@ class BucketOperations:
                             [("Name", entry["name"]), ("CreationDate", iso_time(entry["mtime"]))],
                         )
                     )
-            if after is None:
-                break
         owner = [("ID", call.identity.user), ("DisplayName", call.identity.user)]
         body = document("ListAllMyBucketsResult", [("Owner", owner), ("Buckets", buckets)])
         await self.s3.send(call.request, 200, body)

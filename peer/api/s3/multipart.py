@@ -232,15 +232,12 @@ class MultipartOperations:
     async def _parts(self, upload_id: str) -> dict[int, dict[str, Any]]:
         """Part number -> listing entry of every part uploaded so far."""
         parts: dict[int, dict[str, Any]] = {}
-        after = None
-        while True:
-            entries, after = await self.c.list_page(upload_dir(upload_id), after=after, limit=1000)
+        async for entries in self.c.pages(upload_dir(upload_id), limit=1000):
             for entry in entries:
                 name = entry["name"]
                 if name.startswith("part-") and name[5:].isdigit():
                     parts[int(name[5:])] = entry
-            if after is None:
-                return parts
+        return parts
 
     async def list_parts(self, call: Call) -> None:
         info = await self._upload(call)
@@ -288,12 +285,7 @@ class MultipartOperations:
         prefix = call.query.get("prefix", "")
         key_marker = call.query.get("key-marker", "")
         found: list[dict[str, Any]] = []
-        after = None
-        while True:
-            try:
-                entries, after = await self.c.list_page(UPLOADS, after=after, limit=READ_BATCH)
-            except NotFound:
-                break
+        async for entries in self._upload_pages():
             infos = await defer.gatherResults(
                 [defer.ensureDeferred(self._info_or_none(e["name"])) for e in entries]
             )
@@ -307,8 +299,6 @@ class MultipartOperations:
                     and (call.identity.admin or info["user"] == call.identity.user)
                 ):
                     found.append(info)
-            if after is None:
-                break
         found.sort(key=lambda i: (i["key"], i["initiated"]))
         fields: list[tuple[str, Any]] = [
             ("Bucket", call.bucket),
@@ -335,6 +325,11 @@ class MultipartOperations:
             )
         await self.s3.send(call.request, 200, document("ListMultipartUploadsResult", fields))
 
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between `expire` runs: a quarter of the expiry, between 1 s and an hour."""
+        return max(1.0, min(self.expiry / 4, 3600.0))
+
     def _expired(self, initiated: float, margin: float = 0.0) -> bool:
         return self.c.now() - initiated > self.expiry + margin
 
@@ -343,12 +338,7 @@ class MultipartOperations:
         uploads went. Any peer may run it, several at once: a removal is idempotent."""
         margin = min(self.expiry, EXPIRY_MARGIN)
         removed = 0
-        after = None
-        while True:
-            try:
-                entries, after = await self.c.list_page(UPLOADS, after=after, limit=READ_BATCH)
-            except NotFound:
-                return removed
+        async for entries in self._upload_pages():
             for entry in entries:
                 if not _UPLOAD_ID.fullmatch(entry["name"]):
                     continue
@@ -359,8 +349,16 @@ class MultipartOperations:
                         await self.s3.namespace.rmdir(upload_dir(entry["name"]), recursive=True)
                     log.info("multipart upload %s expired: its parts are removed", entry["name"])
                     removed += 1
-            if after is None:
-                return removed
+        return removed
+
+    async def _upload_pages(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The entries of /.s3-uploads a page at a time; none before the first upload made
+        it (or once a page finds it gone)."""
+        try:
+            async for entries in self.c.pages(UPLOADS, limit=READ_BATCH):
+                yield entries
+        except NotFound:
+            return
 
     async def _info_or_none(self, upload_id: str) -> dict[str, Any] | None:
         if not _UPLOAD_ID.fullmatch(upload_id):
