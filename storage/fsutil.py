@@ -31,14 +31,21 @@ def sync_dir(path: str | Path) -> None:
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old file or the new, never a mix."""
+    """Replace ``path`` with ``data`` (a file only its owner reads, as every file of a data
+    directory is) so a crash leaves the old file or the new, never a mix; a write that fails
+    leaves no temporary file behind."""
     path = Path(path)
     temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     sync_dir(path.parent)
 
 
@@ -63,21 +70,11 @@ class SpaceReserve:
         if self.path.exists():
             return True
         fs = os.statvfs(self.path.parent)
-        size = self.size
-        if fs.f_bavail * fs.f_frsize < 2 * size:
+        if fs.f_bavail * fs.f_frsize < 2 * self.size:
             return False
-        temp = self.path.with_name(self.path.name + ".tmp")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                for _ in range(0, size, 65536):
-                    os.write(fd, bytes(65536))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.path)
+            write_atomic(self.path, bytes(self.size))
         except OSError as e:
-            temp.unlink(missing_ok=True)
             if e.errno in NO_SPACE:
                 return False
             raise
