@@ -60,14 +60,21 @@ class S3Cluster:
         return json.loads(made.stdout)
 
     def client(self, key: dict[str, str], peer: str = "p1", **config: object):
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint(peer),
-            aws_access_key_id=key["access_key_id"],
-            aws_secret_access_key=key["secret_access_key"],
-            region_name="us-east-1",
-            config=Config(**{"retries": {"max_attempts": 2}, **config}),
+        return boto_client(
+            self.endpoint(peer), key, config=Config(**{"retries": {"max_attempts": 2}, **config})
         )
+
+
+def boto_client(endpoint: str, key: dict[str, str], **options: object):
+    """boto3's S3 client for `key` at `endpoint` (more boto3.client options as given)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key["access_key_id"],
+        aws_secret_access_key=key["secret_access_key"],
+        region_name="us-east-1",
+        **options,
+    )
 
 
 def s3_cluster(root, name: str, extra: tuple[str, ...] = ()) -> Iterator[S3Cluster]:
@@ -488,12 +495,10 @@ def test_virtual_host_style_requests_name_the_bucket_in_the_host(
 
     monkeypatch.setattr(socket, "getaddrinfo", to_loopback)
     port = s3.s3_ports["p2"]
-    virtual = boto3.client(
-        "s3",
-        endpoint_url=f"http://{DOMAIN}:{port}",
-        aws_access_key_id=alice["access_key_id"],
-        aws_secret_access_key=alice["secret_access_key"],
-        region_name="us-east-1",
+    endpoint = f"http://{DOMAIN}:{port}"
+    virtual = boto_client(
+        endpoint,
+        alice,
         config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}),
     )
     virtual.put_object(Bucket="alice-bucket", Key="vhost/a b.txt", Body=b"by host")
@@ -504,12 +509,9 @@ def test_virtual_host_style_requests_name_the_bucket_in_the_host(
         virtual.generate_presigned_url(
             "get_object", Params={"Bucket": "alice-bucket", "Key": "vhost/a b.txt"}
         ),
-        boto3.client(
-            "s3",
-            endpoint_url=f"http://{DOMAIN}:{port}",
-            aws_access_key_id=alice["access_key_id"],
-            aws_secret_access_key=alice["secret_access_key"],
-            region_name="us-east-1",
+        boto_client(
+            endpoint,
+            alice,
             config=Config(s3={"addressing_style": "virtual"}, signature_version="s3v4"),
         ).generate_presigned_url(
             "get_object", Params={"Bucket": "alice-bucket", "Key": "vhost/a b.txt"}
@@ -641,12 +643,9 @@ def test_an_open_cluster_serves_s3_to_any_signature_as_the_admin(tmp_path) -> No
     cluster.peers[0].argv += ["--s3-port", str(port)]
     try:
         cluster.start()
-        anyone = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            aws_access_key_id="anything",
-            aws_secret_access_key="whatever",
-            region_name="us-east-1",
+        anyone = boto_client(
+            f"http://127.0.0.1:{port}",
+            {"access_key_id": "anything", "secret_access_key": "whatever"},
         )
         anyone.create_bucket(Bucket="open-bucket")
         anyone.put_object(Bucket="open-bucket", Key="k", Body=b"open")
@@ -687,13 +686,8 @@ def test_s3_over_https_on_a_secure_cluster_with_checksum_trailers(tmp_path) -> N
     try:
         cluster.start()
         key = cluster.client().s3_key_create("frank")
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"https://127.0.0.1:{ports['p2']}",
-            aws_access_key_id=key["access_key_id"],
-            aws_secret_access_key=key["secret_access_key"],
-            region_name="us-east-1",
-            verify=str(folder / "ca.crt"),
+        client = boto_client(
+            f"https://127.0.0.1:{ports['p2']}", key, verify=str(folder / "ca.crt")
         )
         sent: list[str] = []
         client.meta.events.register(
