@@ -31,12 +31,26 @@ def crash(message: Message) -> dict:
     raise RuntimeError("bug")
 
 
+def gated() -> tuple[list[defer.Deferred], object]:
+    """A handler each of whose calls waits for a gate of its own, and those gates (in the
+    order the calls were dispatched) for the test to fire."""
+    gates: list[defer.Deferred] = []
+
+    async def wait(message: Message) -> dict:
+        gate: defer.Deferred = defer.Deferred()
+        gates.append(gate)
+        await gate
+        return {}
+
+    return gates, wait
+
+
 def serve(
-    stream_handler=None, clock: task.Clock | None = None, **limits
+    stream_handler=None, clock: task.Clock | None = None, handlers: dict | None = None, **limits
 ) -> tuple[RpcServerFactory, object, StringTransport]:
     factory = RpcServerFactory(
         CODEC,
-        {"echo": echo, "fail": slow_fail, "crash": crash},
+        {"echo": echo, "fail": slow_fail, "crash": crash, **(handlers or {})},
         stream_handler,
         clock=clock or task.Clock(),
         **limits,
@@ -274,18 +288,8 @@ def test_a_steady_stream_of_frames_is_never_cut_off() -> None:
 
 
 def test_dispatches_in_flight_are_bounded_and_reading_pauses() -> None:
-    gates: list[defer.Deferred] = []
-
-    async def wait(message: Message) -> dict:
-        gate: defer.Deferred = defer.Deferred()
-        gates.append(gate)
-        await gate
-        return {}
-
-    factory = RpcServerFactory(CODEC, {"wait": wait}, clock=task.Clock(), max_in_flight=3)
-    server = factory.buildProtocol(None)
-    transport = StringTransport()
-    server.makeConnection(transport)
+    gates, wait = gated()
+    _factory, server, transport = serve(handlers={"wait": wait}, max_in_flight=3)
     server.dataReceived(b"".join(CODEC.frame("wait", {"id": i, "args": {}}) for i in range(10)))
     assert len(gates) == 3
     assert transport.producerState == "paused"
@@ -343,20 +347,8 @@ def test_a_burst_of_calls_that_finish_at_once_is_served_without_recursion() -> N
     """Before: each call that finished synchronously dispatched the next queued one from its
     own callback, one stack level per call: a few hundred small frames in one read (the soak
     saw it) ended in RecursionError and an unhandled error on the peer."""
-    gates: list[defer.Deferred] = []
-
-    async def wait(message: Message) -> dict:
-        gate: defer.Deferred = defer.Deferred()
-        gates.append(gate)
-        await gate
-        return {}
-
-    factory = RpcServerFactory(
-        CODEC, {"echo": echo, "wait": wait}, clock=task.Clock(), max_in_flight=2
-    )
-    server = factory.buildProtocol(None)
-    transport = StringTransport()
-    server.makeConnection(transport)
+    gates, wait = gated()
+    _factory, server, transport = serve(handlers={"wait": wait}, max_in_flight=2)
     count = 5000
     frames = [CODEC.frame("echo", {"id": i, "args": {}}) for i in range(count)]
     server.dataReceived(b"".join(frames))  # every one finishes as it is dispatched
