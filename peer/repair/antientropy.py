@@ -14,8 +14,8 @@ and deleted here only once every home is up and confirms it holds them (records:
 descend ours; blocks: a stored copy), and only if nothing was written here since that check.
 
 Filling a new home: a peer that joined empty or was rebuilt pulls, from every other peer, every
-item that peer holds of which it is now a home (`ae.pull`), before it counts as ready
-(peer.repair.rejoin).
+item that peer holds of which it is now a home (`ae.pull`): records before it counts as ready,
+blocks after (peer.repair.rejoin).
 
 Every exchange compares the two peers' collection rounds (peer.repair.horizon): a peer whose data
 predates a sweep it missed is refused, and it rebuilds itself when it learns so.
@@ -30,6 +30,7 @@ from typing import Any
 
 from gossip.wire import Message, WireError
 from peer.coordinator import Coordinator
+from peer.errors import NotFound
 from peer.quorum import missing_siblings
 from peer.repair.digest import BUCKETS, DigestTree, record_digest, shared_homes
 from peer.replica import (
@@ -241,7 +242,12 @@ class AntiEntropy:
 
     async def _sync_blocks(self, partner: str, mine: set[str], theirs: set[str]) -> None:
         for block in sorted(theirs - mine):
-            reply = await self._coordinator.call(partner, "block.get", {"hash": block})
+            try:
+                reply = await self._coordinator.call(partner, "block.get", {"hash": block})
+            except RpcError as e:
+                if e.code != NotFound.error:
+                    raise
+                continue  # collected (or handed over) since the partner listed it
             data = reply.get("data")
             if isinstance(data, bytes):
                 age = block_age(reply.get("age", 0.0))
@@ -400,29 +406,28 @@ class AntiEntropy:
             for block in sorted(b for b in self._replica.blocks.hashes() if b > after):
                 yield block, block, block
 
-    async def pull_share(self, partner: str) -> int:
-        """Pull from `partner` every item it holds of which this peer is a home and that this
-        peer lacks (a joining or rebuilt peer filling its share); returns the items stored."""
+    async def pull_share(self, partner: str, kind: str) -> int:
+        """Pull from `partner` every item of `kind` (RECORDS or BLOCKS) it holds of which this
+        peer is a home and that this peer lacks (a joining or rebuilt peer filling its share);
+        returns the items stored."""
         stored = 0
-        for kind in (RECORDS, BLOCKS):
-            after = ""
-            while True:
-                args = {"kind": kind, "partner": self._me, "after": after}
-                reply = await self._coordinator.call(partner, "ae.pull", args)
-                items = reply["items"]
-                if kind == RECORDS:
-                    received = await self._run(self._merge, items)
-                    self.counters.records_received += received
-                    stored += received
-                else:
-                    stored += await self._pull_blocks(partner, items)
-                following = reply.get("next")
-                if following is None:
-                    break
-                if not isinstance(following, str) or following <= after:
-                    raise WireError("ae.pull: next must be a key after the last one")
-                after = following
-        return stored
+        after = ""
+        while True:
+            args = {"kind": kind, "partner": self._me, "after": after}
+            reply = await self._coordinator.call(partner, "ae.pull", args)
+            items = reply["items"]
+            if kind == RECORDS:
+                received = await self._run(self._merge, items)
+                self.counters.records_received += received
+                stored += received
+            else:
+                stored += await self._pull_blocks(partner, items)
+            following = reply.get("next")
+            if following is None:
+                return stored
+            if not isinstance(following, str) or following <= after:
+                raise WireError("ae.pull: next must be a key after the last one")
+            after = following
 
     async def _pull_blocks(self, partner: str, hashes: Any) -> int:
         if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):

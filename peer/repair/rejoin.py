@@ -9,9 +9,13 @@ predates a sweep it missed, and a peer that starts empty fills its share before 
   its log and in /v1/cluster. If no other peer answers for a while (the whole cluster
   restarting), it serves what it has; anti-entropy still refuses it later if it was stale.
 - Filling: a peer that joined empty or was rebuilt is not ready: reads do not count its answers
-  alone (peer.coordinator.settled_targets) until it pulled, from every other peer, what they hold
-  of which it is a home (peer.repair.antientropy `ae.pull`), as a bootstrapping Cassandra node
-  streams its ranges before it serves reads.
+  alone (peer.coordinator.settled_targets) until it pulled, from every other peer, the records
+  they hold of which it is a home (peer.repair.antientropy `ae.pull`), as a bootstrapping
+  Cassandra node streams its ranges before it serves reads. Its blocks follow once it is ready:
+  a block is content-addressed and a read takes it from any peer that has it
+  (Coordinator.fetch_block), so a block not pulled yet is never a stale answer, while a disk
+  too small for every block the others still hold (garbage not collected yet while a peer is
+  away) must not keep the peer out of reads.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from typing import Any
 
 from gossip.wire import WireError
 from peer.coordinator import Coordinator
-from peer.repair.antientropy import AntiEntropy
+from peer.repair.antientropy import BLOCKS, RECORDS, AntiEntropy
 from peer.repair.collector import GarbageCollector
 from peer.replica import LOCAL_PREFIX, Replica, RunInThread
 from peer.rpc import RpcError
+from storage.fsutil import StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class RejoinStatus:
     rebuilds: int = 0
     last_rebuild: str = ""
     items_pulled: int = 0
+    blocks_pending: int = 0  # peers whose blocks of this peer's share are still to be pulled
 
 
 class Rejoin:
@@ -70,6 +76,7 @@ class Rejoin:
         self._stale: str | None = None
         self._started = False
         self._stepping = False
+        self._blocks_from: set[str] = set()  # peers whose blocks of our share are to be pulled
         self.status = RejoinStatus()
 
     async def start(self) -> None:
@@ -101,8 +108,10 @@ class Rejoin:
         self._update_phase()
 
     async def step(self) -> None:
-        """Make what progress can be made now (the first step starts); a no-op once ready."""
-        if self._stepping or (self._started and self.status.phase == "ready" and self._checked):
+        """Make what progress can be made now (the first step starts); a no-op once ready and
+        holding its blocks."""
+        settled = self.status.phase == "ready" and self._checked and not self._blocks_from
+        if self._stepping or (self._started and settled):
             return
         self._stepping = True
         try:
@@ -113,6 +122,8 @@ class Rejoin:
                 await self._check()
             if self._checked and not state.ready:
                 await self._fill()
+            if self._checked and state.ready and self._blocks_from:
+                await self._fill_blocks()
         finally:
             self._stepping = False
             self._update_phase()
@@ -166,6 +177,7 @@ class Rejoin:
         state.filling = True
         await self._collector.save()
         self._replica.state.ready = False
+        self._blocks_from = set()
         self._stale = None
         self._empty = True
         self.status.rebuilds += 1
@@ -191,13 +203,7 @@ class Rejoin:
         if not others and self._expects_peers and self._unanswered < ALONE_STEPS:
             self._unanswered += 1
             return  # gossip has not shown the peers it joined yet
-        failed = []
-        for node in others:
-            try:
-                self.status.items_pulled += await self._anti_entropy.pull_share(node)
-            except (RpcError, WireError, KeyError, TypeError) as e:
-                log.info("rejoin: pulling from %s deferred: %s", node, e)
-                failed.append(node)
+        failed = await self._pull(others, RECORDS)
         # Every acknowledged item is on W peers: with at most W - 1 of them unreachable, some
         # other peer gave it. More unreachable than that, and the share may be incomplete.
         if len(failed) > self._coordinator.settings.w - 1 or (others and failed == others):
@@ -205,13 +211,37 @@ class Rejoin:
         self._collector.state.filling = False
         await self._collector.save()
         self._replica.state.ready = True
-        log.info("rejoin: holding its share (%d items pulled): ready", self.status.items_pulled)
+        self._blocks_from = set(others)
+        pulled = self.status.items_pulled
+        log.info("rejoin: holding its share of records (%d items pulled): ready", pulled)
+
+    async def _fill_blocks(self) -> None:
+        """Pull the blocks of this peer's share from the peers not pulled from yet; one that is
+        gone meanwhile is left to anti-entropy."""
+        self._blocks_from &= set(self._others())
+        self._blocks_from = set(await self._pull(sorted(self._blocks_from), BLOCKS))
+        if not self._blocks_from:
+            pulled = self.status.items_pulled
+            log.info("rejoin: holding its share of blocks too (%d items pulled)", pulled)
+
+    async def _pull(self, nodes: list[str], kind: str) -> list[str]:
+        """Pull this peer's share of `kind` from each of `nodes`; returns those that failed (to
+        be tried again at a later step)."""
+        failed = []
+        for node in nodes:
+            try:
+                self.status.items_pulled += await self._anti_entropy.pull_share(node, kind)
+            except (RpcError, WireError, KeyError, TypeError, StorageFull) as e:
+                log.info("rejoin: pulling %s from %s deferred: %s", kind, node, e)
+                failed.append(node)
+        return failed
 
     def _update_phase(self) -> None:
         state = self._replica.state
         self.status.phase = (
             "checking" if not state.verified else "filling" if not state.ready else "ready"
         )
+        self.status.blocks_pending = len(self._blocks_from)
 
     def describe(self) -> dict[str, Any]:
         """This peer's rejoin state for /v1/cluster."""
@@ -220,6 +250,7 @@ class Rejoin:
             "rebuilds": self.status.rebuilds,
             "last_rebuild": self.status.last_rebuild,
             "items_pulled": self.status.items_pulled,
+            "blocks_pending": self.status.blocks_pending,
         }
 
 

@@ -25,7 +25,8 @@ from peer.repair.collector import GarbageCollector
 from peer.repair.handoff import HintedHandoff
 from peer.repair.rejoin import Rejoin
 from peer.replica import HINT_PREFIX
-from tests.simnet import inline, run, sim_cluster
+from storage.fsutil import StorageFull
+from tests.simnet import BLOCK, inline, run, sim_cluster
 
 HORIZON = 100.0
 
@@ -307,6 +308,50 @@ def test_a_restored_old_copy_of_a_data_directory_is_rebuilt(cluster) -> None:
     returned = start_jobs(network, coordinators, Monotonic(), nodes=["n1"])
     assert returned["n1"].rejoin.status.rebuilds == 1
     assert read(coordinators["n1"], "/old") is None
+
+
+def test_a_wiped_peer_whose_disk_cannot_hold_the_uncollected_blocks_is_ready_at_once(
+    cluster, monkeypatch
+) -> None:
+    """Before: filling pulled every block the others held, garbage included, before the peer
+    counted as ready; with collection held back and a small disk, the fill failed with
+    StorageFull at every step and the peer stayed out of reads (the hour-long soak, run C)."""
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    live = files(4, seed=3)
+    for path, data in live.items():
+        put(coordinators["n0"], path, data)
+    for path, data in files(30, seed=4).items():  # garbage no round has collected yet
+        put(coordinators["n0"], path + "-gone", data)
+        run(coordinators["n0"].delete_file(path + "-gone"))
+    wiped = network.replicas["n2"]
+    for key in list(wiped.records.keys("")):
+        wiped.records.delete(key)
+    for block in list(wiped.blocks.hashes()):
+        wiped.blocks.delete(block)
+    capacity = sum(len(data) for data in live.values()) + 2 * BLOCK
+    real_put = wiped.blocks.put
+
+    def small_disk_put(data: bytes, expected_hash: str | None = None, *, age: float = 0.0):
+        if sum(wiped.blocks.size(b) or 0 for b in wiped.blocks.hashes()) + len(data) > capacity:
+            raise StorageFull("no space for the block: the disk is full")
+        return real_put(data, expected_hash, age=age)
+
+    monkeypatch.setattr(wiped.blocks, "put", small_disk_put)
+    jobs.update(start_jobs(network, coordinators, Monotonic(), nodes=["n2"]))
+    rejoin = jobs["n2"].rejoin
+    assert rejoin.status.phase == "ready" and wiped.state.ready
+    assert rejoin.status.blocks_pending > 0  # the garbage did not fit, so blocks are owed
+    for path, data in live.items():
+        assert read(coordinators["n2"], path) == data, path
+    run(jobs["n0"].gc.run_round())
+    assert jobs["n0"].gc.counters.rounds == 1, jobs["n0"].gc.counters.last_skip_reason
+    step(jobs)
+    assert rejoin.status.blocks_pending == 0
+    held = set(wiped.blocks.hashes())
+    for path in live:
+        manifest = run(coordinators["n0"].resolve(path, None, None)).manifest
+        assert {block.hash for block in manifest.blocks} <= held, path
 
 
 # -- ring changes never hide the newest version -------------------------------------------
