@@ -107,6 +107,7 @@ class GarbageCollector:
         self._swept_by_other_at: float | None = None
         self.state = HorizonState()
         self._loaded = False
+        self._saves = 0  # the number of the last save, the local clock of the stored state
         self._observed_at: float | None = None
         self._saved_at = -math.inf
         self._marks: dict[str, int] = {}
@@ -129,19 +130,22 @@ class GarbageCollector:
         siblings = await self._run(self._replica.records.get, HORIZON_KEY)
         if siblings and siblings[-1].value is not None:
             self.state = HorizonState.decode(siblings[-1].value)
+        self._saves = max((s.clock.entries.get("local", 0) for s in siblings), default=0)
         self._loaded = True
 
     async def save(self) -> None:
-        """Persist the horizon state durably (a local record: never replicated)."""
+        """Persist the horizon state durably (a local record: never replicated).
+
+        The state is encoded and numbered here, in the reactor thread, so that of two saves
+        whose writes run at once in the thread pool the later one wins whichever lands first
+        (numbered in the thread, both read the same number and the store kept the first)."""
         if not self._loaded:
             raise RpcError("starting", "the horizon state is not loaded yet")
+        self._saves += 1
+        sibling = Sibling(VectorClock({"local": self._saves}), self.state.encode())
 
         def write() -> None:
-            records = self._replica.records
-            stored = records.get(HORIZON_KEY)
-            counter = max((s.clock.entries.get("local", 0) for s in stored), default=0)
-            clock = VectorClock({"local": counter + 1})
-            records.put(HORIZON_KEY, Sibling(clock, self.state.encode()))
+            self._replica.records.put(HORIZON_KEY, sibling)
 
         try:
             await self._run(write)

@@ -63,6 +63,15 @@ class HorizonState:
     forgotten: set[str] = field(default_factory=set)  # not learned again unless seen up
     down: set[str] = field(default_factory=set)  # known, not up at the last observe (not saved)
 
+    def adopt(self, swept: int) -> None:
+        """Take the cluster's last swept round as this peer's own, its data being empty (new,
+        or wiped to be rebuilt): nothing here predates that sweep. Neither number goes down: a
+        round this peer already began in must still find it accounted for when it sweeps, or
+        its sweep is refused here while the others sweep it, and this peer looks stale to them
+        (the wiped peer would be rebuilt again, and again)."""
+        self.accounted = max(self.accounted, swept)
+        self.swept = max(self.swept, swept)
+
     def stale_against(self, swept: int) -> bool:
         """Whether this peer's data predates round `swept`, which was purged without it."""
         return self.accounted < swept

@@ -158,8 +158,8 @@ class Rejoin:
         rebuild it when it predates one of them."""
         latest = max(swept, default=self._collector.state.swept)
         mine = self._collector.state
-        if self._empty:  # nothing to distrust: take the cluster's rounds as its own
-            mine.accounted = mine.swept = max(latest, mine.swept)
+        if self._empty and self._stale is None:  # nothing to distrust: take the rounds
+            mine.adopt(latest)
             await self._collector.save()
         elif mine.stale_against(latest) or self._stale is not None:
             reason = self._stale or (
@@ -173,7 +173,7 @@ class Rejoin:
         log.warning("rejoin: rebuilding this peer from the others: %s", reason)
         await self._run(self._wipe)
         state = self._collector.state
-        state.accounted = state.swept = max(latest, state.swept)
+        state.adopt(latest)
         state.filling = True
         await self._collector.save()
         self._replica.state.ready = False

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from twisted.internet import defer
 
+from gossip.wire import Message
 from peer.body import FileBody
 from peer.coordinator import Coordinator
 from peer.errors import NotFound
@@ -289,6 +290,31 @@ def test_a_peer_away_past_the_horizon_is_forgotten_and_rebuilt_when_it_returns(c
     assert network.replicas["n2"].records.get(manifest_key("/kept"))  # refilled
 
 
+def test_a_peer_cut_off_past_the_horizon_without_restarting_is_rebuilt(cluster) -> None:
+    """Before: a peer that had started empty took the cluster's rounds as its own when told
+    it was stale, however much it held by then, so a file deleted and purged while it was cut
+    off came back from it (the existing test restarts the peer, which hid this)."""
+    network, coordinators = cluster(3)
+    clock = Monotonic()
+    jobs = start_jobs(network, coordinators, clock)  # every peer starts empty
+    put(coordinators["n0"], "/zombie", b"z" * 9000)
+    network.kill("n2")  # cut off, still running
+    run(coordinators["n0"].delete_file("/zombie"))
+    for _ in range(2):  # the first rounds see n2 away, the next ones forget it
+        for node in ("n0", "n1"):
+            run(jobs[node].gc.run_round())
+        clock.now += HORIZON + 1
+    assert jobs["n0"].gc.state.swept >= 1, jobs["n0"].gc.counters.last_skip_reason
+    network.revive("n2")
+    for _ in range(2):
+        anti_entropy(jobs)
+        step(jobs)
+    for node in sorted(coordinators):
+        assert read(coordinators[node], "/zombie") is None, node
+    assert network.replicas["n2"].records.get(manifest_key("/zombie")) == []
+    assert jobs["n2"].rejoin.status.rebuilds == 1
+
+
 def test_a_restored_old_copy_of_a_data_directory_is_rebuilt(cluster) -> None:
     """A peer that took part in every round but comes back with data from before the last
     sweep (restored from a backup) is stale the same way."""
@@ -352,6 +378,27 @@ def test_a_wiped_peer_whose_disk_cannot_hold_the_uncollected_blocks_is_ready_at_
     for path in live:
         manifest = run(coordinators["n0"].resolve(path, None, None)).manifest
         assert {block.hash for block in manifest.blocks} <= held, path
+
+
+def test_a_peer_rebuilt_during_a_round_it_began_in_still_takes_that_rounds_sweep(cluster) -> None:
+    """Before: the rebuild set the round this peer was accounted for in back to the cluster's
+    last sweep, below the round in progress; that round's sweep was refused here while the
+    other peers swept it, so this peer looked stale to them and was rebuilt again (the
+    hour-long soak rebuilt three peers in a row this way)."""
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    put(coordinators["n0"], "/kept", b"k" * 9000)
+    jobs.update(start_jobs(network, coordinators, Monotonic(), nodes=["n2"]))  # a restart
+    collector = jobs["n2"].gc
+    proposal = collector.state.accounted + 1
+    begin = {"round": "n0:99", "proposal": proposal}
+    run(collector.handlers()["gc.begin"](Message("gc.begin", begin)))
+    jobs["n2"].rejoin.stale("a partner said so")
+    step(jobs)
+    assert jobs["n2"].rejoin.status.rebuilds == 1
+    assert collector.state.accounted == proposal
+    sweep = {"round": "n0:99", "generation": proposal, "keep": [], "tombstones": []}
+    run(collector.handlers()["gc.sweep"](Message("gc.sweep", sweep)))  # not refused
 
 
 # -- ring changes never hide the newest version -------------------------------------------
