@@ -13,7 +13,8 @@ away longer than the horizon. Its phases:
    being rebuilt, and the round waits for it.
 1. `gc.begin`: every peer records, durably, that its data is accounted for in this round, takes
    a mark of its block activity (peer.pins) and returns the blocks its writes in progress pin
-   and the peers it knows.
+   and the peers it knows (as gossip shows them now: a peer that just joined may be
+   coordinating writes, and the round waits for it).
 2. `gc.refs`: every peer returns the blocks its manifests reference (every version, siblings
    included). Pins were read before any reference, so a write's blocks are pinned or referenced.
 3. The runner checks its own tombstones against every peer (`record.get`): a tombstone is purged
@@ -313,6 +314,9 @@ class GarbageCollector:
             await self.save()
         if round_id not in self._marks:
             self._marks[round_id] = self._replica.activity.mark()
+        # The peers gossip shows now, not as of this peer's last round: one that joined since
+        # may be coordinating writes whose pins the round must wait for.
+        await self.observe()
         return {
             "pins": sorted(self._coordinator.pins.held()),
             "known": sorted(self.state.known),

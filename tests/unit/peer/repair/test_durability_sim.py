@@ -233,6 +233,44 @@ def test_blocks_of_an_upload_in_flight_survive_a_round_whatever_the_grace(cluste
     assert read(coordinators["n2"], "/slow") == data
 
 
+def test_a_round_waits_for_a_peer_that_joined_after_the_runner_last_looked(
+    cluster, monkeypatch
+) -> None:
+    """Before: the peers answering a round's first phase said which peers they knew as of
+    their own last round, so a peer that had just joined was in no one's set: the round ran
+    without its pins and swept the first blocks of the upload it was coordinating."""
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    network.add_peer("n3")
+    jobs.update(start_jobs(network, coordinators, Monotonic(), nodes=["n3"]))
+    runner = coordinators["n0"].cluster
+    seen = runner.peers
+    monkeypatch.setattr(runner, "peers", lambda: {k: v for k, v in seen().items() if k != "n3"})
+    data = random.Random(5).randbytes(4096 * 24)
+    gate: defer.Deferred[None] = defer.Deferred()
+
+    class Paced:
+        """A body that stops half way until the test lets it go on."""
+
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def read(self, size: int) -> bytes:
+            if self.sent >= len(data) // 2 and not gate.called:
+                await gate
+            chunk = data[self.sent : self.sent + size]
+            self.sent += len(chunk)
+            return chunk
+
+    upload = defer.ensureDeferred(coordinators["n3"].put_file("/joined", Paced()))
+    run(jobs["n0"].gc.run_round())  # n0's gossip has not shown it n3 yet
+    gate.callback(None)
+    assert upload.called
+    assert read(coordinators["n1"], "/joined") == data
+    assert jobs["n0"].gc.counters.rounds == 0
+    assert "n3" in jobs["n0"].gc.counters.last_skip_reason
+
+
 # -- the horizon: nothing deleted comes back ----------------------------------------------
 
 
