@@ -224,7 +224,7 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dead-after", help="seconds a dead peer keeps its ring share (default 60)")
     add("--scrub-rate", help="bytes per second the scrubber re-verifies (default 8MiB)")
     add("--gc-interval", help="seconds between garbage collection rounds (default 60)")
-    add("--gc-grace", help="seconds an unreferenced block is kept (default 3600; 0 is safe)")
+    add("--gc-grace", help="seconds an unreferenced block is kept (default 3600)")
     add(
         "--horizon",
         help="seconds a peer may be away and come back with its data; after that it is "

@@ -6,8 +6,9 @@ by nothing. `BlockPins` holds them from before the first block is sent (or found
 stored) until the manifest is durable; a collection round reads every peer's pins before any
 peer's references, so each block of a write is either pinned or already referenced when it is
 looked at. `BlockActivity` covers what the pins cannot see: a block that arrives on this peer
-after the round began is never swept by that round. Neither depends on a clock, so any
-`--gc-grace`, even 0, is safe.
+after the round began is never swept by that round. Neither depends on a clock, so the grace
+need not cover an upload (docs/semantics.md names the one window it still covers: a peer that
+joined a moment ago).
 """
 
 from __future__ import annotations
