@@ -210,16 +210,14 @@ class AntiEntropy:
         digests = scan.tree.digests()
         self.counters.digest_bytes += BUCKETS * 32
         accounted, swept = self._rounds()
-        try:
-            reply = await self._coordinator.call(
-                partner,
-                "ae.digest",
-                {"kind": kind, "partner": self._me, "digests": digests, "accounted": accounted},
-            )
-        except RpcError as e:
-            if e.code == STALE:
-                self._on_stale(f"{self._coordinator.cluster.name_of(partner)}: {e.message}")
-            raise
+        reply = await self._coordinator.call(
+            partner,
+            "ae.digest",
+            {"kind": kind, "partner": self._me, "digests": digests, "accounted": accounted},
+        )
+        if STALE in reply:
+            self._refused(partner, reply[STALE])
+        # Race-free: every peer of the round we swept had begun it before we swept it.
         if int(reply.get("accounted", swept)) < swept:
             raise RpcError(STALE, "the partner's data predates a sweep it missed")
         differ = [b for b in reply["differ"] if isinstance(b, int) and 0 <= b < BUCKETS]
@@ -239,6 +237,24 @@ class AntiEntropy:
             )
             theirs = {h for h in reply["hashes"] if isinstance(h, str)}
             await self._sync_blocks(partner, set(keys), theirs)
+
+    def _refused(self, partner: str, swept: Any) -> None:
+        """The partner refused to exchange: the round numbers we sent predate round `swept`,
+        which it swept. Stale only if they still do now: a round that began here after we
+        sent them (and that the partner swept before it answered) is accounted for by now,
+        as every peer of a round begins it before any peer sweeps it. Raises either way."""
+        if not isinstance(swept, int) or isinstance(swept, bool):
+            raise WireError("ae.digest: stale must be a round number")
+        accounted, _ = self._rounds()
+        name = self._coordinator.cluster.name_of(partner)
+        if accounted >= swept:
+            raise RpcError(STALE, f"{name} swept round {swept} after we began it: next round")
+        reason = (
+            f"{name}: this peer's data was last accounted for in collection round {accounted}, "
+            f"before round {swept} was swept"
+        )
+        self._on_stale(reason)
+        raise RpcError(STALE, reason)
 
     async def _sync_blocks(self, partner: str, mine: set[str], theirs: set[str]) -> None:
         for block in sorted(theirs - mine):
@@ -344,11 +360,7 @@ class AntiEntropy:
             raise WireError(f"ae.digest: digests must be {BUCKETS} byte strings")
         accounted, swept = self._rounds()
         if message.field("accounted", int, default=swept) < swept:
-            raise RpcError(
-                STALE,
-                f"your data was last accounted for in collection round "
-                f"{message.field('accounted', int)}, before round {swept} was swept: rebuild",
-            )
+            return {STALE: swept}  # no exchange with data that predates our sweep
         ring, n, up = self._ring()
         scan = await self._run(self._scan, kind, partner, ring, n, up)
         self.counters.digest_bytes += BUCKETS * 32

@@ -353,6 +353,34 @@ def test_a_peer_cut_off_past_the_horizon_without_restarting_is_rebuilt(cluster) 
     assert jobs["n2"].rejoin.status.rebuilds == 1
 
 
+def test_a_round_swept_while_an_exchange_was_on_its_way_rebuilds_no_one(cluster) -> None:
+    """Before: an anti-entropy partner compared the round numbers the caller had sent with the
+    round it had swept since, and a round that began on the caller while the request was on
+    its way made the caller look stale: it wiped itself (two peers at once, in the soak, each
+    told so by the other; the writes only they held would have gone with them)."""
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    put(coordinators["n0"], "/kept", b"k" * 9000)
+    put(coordinators["n0"], "/gone", b"g" * 9000)
+    run(coordinators["n0"].delete_file("/gone"))  # garbage, so the round sweeps something
+    served = network.handlers["n0"]["ae.digest"]
+    raced = []
+
+    async def digest_after_a_round(message):  # type: ignore[no-untyped-def]
+        if not raced:
+            raced.append(message.field("accounted", int))
+            run(jobs["n2"].gc.run_round())  # begins on n1, sweeps n0, before n0 answers
+        return await served(message)
+
+    network.handlers["n0"]["ae.digest"] = digest_after_a_round
+    run(jobs["n1"].ae.run_round())  # its first partner, in order, is n0
+    assert raced and jobs["n2"].gc.counters.rounds == 1, jobs["n2"].gc.counters.last_skip_reason
+    assert jobs["n0"].gc.state.swept > raced[0]  # n0 swept a round n1 had not begun when asking
+    step(jobs)
+    assert jobs["n1"].rejoin.status.rebuilds == 0
+    assert network.replicas["n1"].records.get(manifest_key("/kept"))
+
+
 def test_a_restored_old_copy_of_a_data_directory_is_rebuilt(cluster) -> None:
     """A peer that took part in every round but comes back with data from before the last
     sweep (restored from a backup) is stale the same way."""
