@@ -125,6 +125,22 @@ def read(coordinator: Coordinator, path: str) -> bytes | None:
     return run(whole())
 
 
+class Paced:
+    """An upload body that stops half way until `gate` fires."""
+
+    def __init__(self, data: bytes, gate: defer.Deferred[None]) -> None:
+        self.data = data
+        self.gate = gate
+        self.sent = 0
+
+    async def read(self, size: int) -> bytes:
+        if self.sent >= len(self.data) // 2 and not self.gate.called:
+            await self.gate
+        chunk = self.data[self.sent : self.sent + size]
+        self.sent += len(chunk)
+        return chunk
+
+
 def stored_block_bytes(network) -> dict[str, int]:
     return {
         node: sum(replica.blocks.size(b) or 0 for b in replica.blocks.hashes())
@@ -207,20 +223,7 @@ def test_blocks_of_an_upload_in_flight_survive_a_round_whatever_the_grace(cluste
     data = random.Random(2).randbytes(4096 * 6)
     gate: defer.Deferred[None] = defer.Deferred()
 
-    class Paced:
-        """A body that stops half way until the test lets it go on."""
-
-        def __init__(self) -> None:
-            self.sent = 0
-
-        async def read(self, size: int) -> bytes:
-            if self.sent >= len(data) // 2 and not gate.called:
-                await gate
-            chunk = data[self.sent : self.sent + size]
-            self.sent += len(chunk)
-            return chunk
-
-    upload = defer.ensureDeferred(coordinators["n0"].put_file("/slow", Paced()))
+    upload = defer.ensureDeferred(coordinators["n0"].put_file("/slow", Paced(data, gate)))
     assert not upload.called
     for node in sorted(jobs):
         run(jobs[node].gc.run_round())
@@ -249,20 +252,7 @@ def test_a_round_waits_for_a_peer_that_joined_after_the_runner_last_looked(
     data = random.Random(5).randbytes(4096 * 24)
     gate: defer.Deferred[None] = defer.Deferred()
 
-    class Paced:
-        """A body that stops half way until the test lets it go on."""
-
-        def __init__(self) -> None:
-            self.sent = 0
-
-        async def read(self, size: int) -> bytes:
-            if self.sent >= len(data) // 2 and not gate.called:
-                await gate
-            chunk = data[self.sent : self.sent + size]
-            self.sent += len(chunk)
-            return chunk
-
-    upload = defer.ensureDeferred(coordinators["n3"].put_file("/joined", Paced()))
+    upload = defer.ensureDeferred(coordinators["n3"].put_file("/joined", Paced(data, gate)))
     run(jobs["n0"].gc.run_round())  # n0's gossip has not shown it n3 yet
     gate.callback(None)
     assert upload.called
