@@ -418,28 +418,23 @@ class AntiEntropy:
             for block in sorted(b for b in self._replica.blocks.hashes() if b > after):
                 yield block, block, block
 
-    async def pull_share(self, partner: str, kind: str) -> int:
-        """Pull from `partner` every item of `kind` (RECORDS or BLOCKS) it holds of which this
-        peer is a home and that this peer lacks (a joining or rebuilt peer filling its share);
-        returns the items stored."""
-        stored = 0
-        after = ""
-        while True:
-            args = {"kind": kind, "partner": self._me, "after": after}
-            reply = await self._coordinator.call(partner, "ae.pull", args)
-            items = reply["items"]
-            if kind == RECORDS:
-                received = await self._run(self._merge, items)
-                self.counters.records_received += received
-                stored += received
-            else:
-                stored += await self._pull_blocks(partner, items)
-            following = reply.get("next")
-            if following is None:
-                return stored
-            if not isinstance(following, str) or following <= after:
-                raise WireError("ae.pull: next must be a key after the last one")
-            after = following
+    async def pull_page(self, partner: str, kind: str, after: str) -> tuple[int, str | None]:
+        """Pull from `partner` one page of the items of `kind` (RECORDS or BLOCKS) it holds of
+        which this peer is a home and that this peer lacks, in key order after `after` (a
+        joining or rebuilt peer filling its share); returns the items stored and the key to go
+        on after, None once the partner has nothing more."""
+        args = {"kind": kind, "partner": self._me, "after": after}
+        reply = await self._coordinator.call(partner, "ae.pull", args)
+        items = reply["items"]
+        if kind == RECORDS:
+            stored = await self._run(self._merge, items)
+            self.counters.records_received += stored
+        else:
+            stored = await self._pull_blocks(partner, items)
+        following = reply.get("next")
+        if following is not None and (not isinstance(following, str) or following <= after):
+            raise WireError("ae.pull: next must be a key after the last one")
+        return stored, following
 
     async def _pull_blocks(self, partner: str, hashes: Any) -> int:
         if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):

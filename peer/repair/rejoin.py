@@ -76,7 +76,11 @@ class Rejoin:
         self._stale: str | None = None
         self._started = False
         self._stepping = False
-        self._blocks_from: set[str] = set()  # peers whose blocks of our share are to be pulled
+        # Where each pull from a peer goes on, by (peer, kind): a pull cut short (the peer
+        # unreachable, this disk full) resumes there, and the peers whose blocks of our share
+        # are still to be pulled once this peer is ready.
+        self._cursors: dict[tuple[str, str], str] = {}
+        self._blocks_from: set[str] = set()
         self.status = RejoinStatus()
 
     async def start(self) -> None:
@@ -177,6 +181,7 @@ class Rejoin:
         state.filling = True
         await self._collector.save()
         self._replica.state.ready = False
+        self._cursors = {}
         self._blocks_from = set()
         self._stale = None
         self._empty = True
@@ -225,15 +230,22 @@ class Rejoin:
             log.info("rejoin: holding its share of blocks too (%d items pulled)", pulled)
 
     async def _pull(self, nodes: list[str], kind: str) -> list[str]:
-        """Pull this peer's share of `kind` from each of `nodes`; returns those that failed (to
-        be tried again at a later step)."""
+        """Pull this peer's share of `kind` from each of `nodes`, each from where the last try
+        stopped; returns those that failed (to go on at a later step)."""
         failed = []
         for node in nodes:
+            after: str | None = self._cursors.get((node, kind), "")
             try:
-                self.status.items_pulled += await self._anti_entropy.pull_share(node, kind)
+                while after is not None:
+                    stored, after = await self._anti_entropy.pull_page(node, kind, after)
+                    self.status.items_pulled += stored
+                    if after is not None:
+                        self._cursors[node, kind] = after
             except (RpcError, WireError, KeyError, TypeError, StorageFull) as e:
                 log.info("rejoin: pulling %s from %s deferred: %s", kind, node, e)
                 failed.append(node)
+            else:
+                self._cursors.pop((node, kind), None)
         return failed
 
     def _update_phase(self) -> None:

@@ -392,6 +392,24 @@ def test_a_restored_old_copy_of_a_data_directory_is_rebuilt(cluster) -> None:
     assert read(coordinators["n1"], "/old") is None
 
 
+def wipe_onto_a_small_disk(replica, capacity: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Empty `replica` as a wiped data directory is, on a disk that takes `capacity` bytes of
+    blocks: a block beyond them fails with StorageFull."""
+    for key in list(replica.records.keys("")):
+        replica.records.delete(key)
+    for block in list(replica.blocks.hashes()):
+        replica.blocks.delete(block)
+    real_put = replica.blocks.put
+
+    def small_disk_put(data: bytes, expected_hash: str | None = None, *, age: float = 0.0):
+        held = sum(replica.blocks.size(b) or 0 for b in replica.blocks.hashes())
+        if held + len(data) > capacity:
+            raise StorageFull("no space for the block: the disk is full")
+        return real_put(data, expected_hash, age=age)
+
+    monkeypatch.setattr(replica.blocks, "put", small_disk_put)
+
+
 def test_a_wiped_peer_whose_disk_cannot_hold_the_uncollected_blocks_is_ready_at_once(
     cluster, monkeypatch
 ) -> None:
@@ -407,19 +425,7 @@ def test_a_wiped_peer_whose_disk_cannot_hold_the_uncollected_blocks_is_ready_at_
         put(coordinators["n0"], path + "-gone", data)
         run(coordinators["n0"].delete_file(path + "-gone"))
     wiped = network.replicas["n2"]
-    for key in list(wiped.records.keys("")):
-        wiped.records.delete(key)
-    for block in list(wiped.blocks.hashes()):
-        wiped.blocks.delete(block)
-    capacity = sum(len(data) for data in live.values()) + 2 * BLOCK
-    real_put = wiped.blocks.put
-
-    def small_disk_put(data: bytes, expected_hash: str | None = None, *, age: float = 0.0):
-        if sum(wiped.blocks.size(b) or 0 for b in wiped.blocks.hashes()) + len(data) > capacity:
-            raise StorageFull("no space for the block: the disk is full")
-        return real_put(data, expected_hash, age=age)
-
-    monkeypatch.setattr(wiped.blocks, "put", small_disk_put)
+    wipe_onto_a_small_disk(wiped, sum(len(data) for data in live.values()) + 2 * BLOCK, monkeypatch)
     jobs.update(start_jobs(network, coordinators, Monotonic(), nodes=["n2"]))
     rejoin = jobs["n2"].rejoin
     assert rejoin.status.phase == "ready" and wiped.state.ready
@@ -434,6 +440,34 @@ def test_a_wiped_peer_whose_disk_cannot_hold_the_uncollected_blocks_is_ready_at_
     for path in live:
         manifest = run(coordinators["n0"].resolve(path, None, None)).manifest
         assert {block.hash for block in manifest.blocks} <= held, path
+
+
+def test_a_pull_cut_short_by_a_full_disk_goes_on_where_it_stopped(cluster, monkeypatch) -> None:
+    """Before: every retry (four a second) listed the partner's blocks from the first again,
+    so a peer whose disk stayed full made its partners list their whole stores over and over."""
+    monkeypatch.setattr("peer.repair.antientropy.PULL_PAGE", 5)
+    network, coordinators = cluster(3)
+    jobs = start_jobs(network, coordinators, Monotonic())
+    for path, data in files(12, seed=6).items():
+        put(coordinators["n0"], path, data)
+    wiped = network.replicas["n2"]
+    wipe_onto_a_small_disk(wiped, 12 * BLOCK, monkeypatch)
+    asked: list[str] = []
+    served = network.handlers["n0"]["ae.pull"]
+
+    async def recorded(message):  # type: ignore[no-untyped-def]
+        if message.field("kind", str) == "blocks":
+            asked.append(message.field("after", str))
+        return await served(message)
+
+    network.handlers["n0"]["ae.pull"] = recorded
+    jobs.update(start_jobs(network, coordinators, Monotonic(), nodes=["n2"]))
+    assert jobs["n2"].rejoin.status.blocks_pending > 0
+    first_try = len(asked)
+    assert first_try > 2  # cut short past its first pages
+    step(jobs, times=3)  # the disk is still full
+    retries = asked[first_try:]
+    assert retries == [asked[first_try - 1]] * 3  # each asks again the page cut short only
 
 
 def test_a_peer_rebuilt_during_a_round_it_began_in_still_takes_that_rounds_sweep(cluster) -> None:
