@@ -7,7 +7,9 @@ With --tls it measures instead the transfer figures (converge, large put/get, 4 
 with one client and 16) of an open (--insecure) cluster and of a secure one (`qfs cluster
 init`: HTTPS to clients, mutual TLS between peers, sealed gossip), one after the other in the
 same run, printed side by side: `<figure>_plain`, `<figure>_tls` and `<figure>_tls_pct` (TLS as
-a percentage of plaintext; for latencies and converge, the TLS figure is simply shown).
+a percentage of plaintext; for latencies and converge, the TLS figure is simply shown), with
+the CPU a large put and get cost the peers and the client per MB (`*_peers_cpu_ms_per_MB`,
+`*_client_cpu_ms_per_MB`): where encryption's cost lands.
 
 Prints put/get throughput of a large file (median of 3 files; the peers' peak RSS meanwhile),
 4 KiB put/get rates one after another and with 16 concurrent clients (median of 3 rounds),
@@ -120,6 +122,27 @@ class PeakRss:
         self._done.set()
         self._thread.join()
         return self._peak
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSplit:
+    """The CPU seconds the peers and this process (the client) spend from creation to `stop()`:
+    where an operation's cost goes, which a throughput figure alone does not say."""
+
+    def __init__(self, peer_pids: list[int]) -> None:
+        self._pids = peer_pids
+        self._peers = sum(cpu_seconds(pid) for pid in peer_pids)
+        self._client = time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        """(peers' CPU seconds, this process's CPU seconds) since creation."""
+        peers = sum(cpu_seconds(pid) for pid in self._pids) - self._peers
+        return peers, time.process_time() - self._client
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -308,17 +331,25 @@ def transfer_figures(
         for _ in range(big_mb):
             f.write(os.urandom(MiB))
     puts, gets = [], []
+    pids = [peer.pid for peer in cluster.peers]
+    cpu = {"put": [0.0, 0.0], "get": [0.0, 0.0]}  # peers, client
     for round_ in range(ROUNDS):
         with open(big_path, "rb") as f:
-            started = time.perf_counter()
+            split, started = CpuSplit(pids), time.perf_counter()
             client.put(f"/bench/big{round_}.bin", f)
             puts.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
-        started = time.perf_counter()
+            cpu["put"] = [a + b for a, b in zip(cpu["put"], split.stop(), strict=True)]
+        split, started = CpuSplit(pids), time.perf_counter()
         reader.get(f"/bench/big{round_}.bin", Discard())
         gets.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
+        cpu["get"] = [a + b for a, b in zip(cpu["get"], split.stop(), strict=True)]
     big_path.unlink()
     results["put_MBps"] = round(statistics.median(puts), 1)
     results["get_MBps"] = round(statistics.median(gets), 1)
+    megabytes = ROUNDS * big_mb * MiB / 1e6
+    for op, (peers, mine) in cpu.items():
+        results[f"{op}_peers_cpu_ms_per_MB"] = round(1000 * peers / megabytes, 2)
+        results[f"{op}_client_cpu_ms_per_MB"] = round(1000 * mine / megabytes, 2)
     payload = os.urandom(4096)
     single = [cluster.client("p1")]
     rate, lat = timed_ops(single, small, lambda c, i: c.put(f"/bench/s/{i}", payload))
@@ -359,7 +390,7 @@ def run_tls(root: Path, big_mb: int, small: int) -> dict[str, float]:
         tls = figures["tls"][key]
         results[f"{key}_plain"] = plain
         results[f"{key}_tls"] = tls
-        if not key.endswith(("_ms", "_s")):
+        if not key.endswith(("_ms", "_s", "_per_MB")):
             results[f"{key}_tls_pct"] = round(100 * tls / plain, 1)
     return results
 

@@ -8,8 +8,9 @@ pay the same permission checks.
 
 Prints, for native and S3: put/get throughput of a large file (median of 3, single-request
 PutObject/GetObject), 4 KiB put/get rates with one client and with 16 concurrent clients (16
-processes, as 16 programs would be: 16 threads of one interpreter would measure its lock, and
-boto3 costs twice the CPU of the native client per request), and the S3/native ratio of each;
+processes, as 16 programs would be: 16 threads of one interpreter would measure its lock), and
+the S3/native ratio of each; for one client, the CPU each 4 KiB operation costs the peers and
+the client (`*_peers_cpu_us`, `*_client_cpu_us`: boto3 spends more than the native client);
 then a file of `--multipart-mb` MiB on disk uploaded through boto3's managed transfer
 (`upload_file`: 8 MiB parts, 10 threads) and with one native put, with the peers' peak RSS
 during the multipart upload.
@@ -36,7 +37,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from peer.client.api_client import Client
-from tests.bench.cluster import Discard, PeakRss, percentile, rss_mb, timed_ops
+from tests.bench.cluster import CpuSplit, Discard, PeakRss, percentile, rss_mb, timed_ops
 from tests.support import LocalCluster, free_port, print_results
 
 MiB = 1024 * 1024
@@ -105,28 +106,43 @@ def warmed(client, index: int):  # type: ignore[no-untyped-def]
     return client
 
 
-def small_figures(label: str, count: int, ops: int, native_client, s3_client_of) -> dict:  # type: ignore[no-untyped-def]
+def small_figures(  # type: ignore[no-untyped-def]
+    label: str, count: int, ops: int, native_client, s3_client_of, peer_pids: list[int]
+) -> dict:
     """4 KiB puts then gets, natively and through S3, from `count` clients (`*_client(i)`
-    makes client i): one in this process, more in processes of their own."""
+    makes client i): one in this process, more in processes of their own. With one client,
+    also the CPU each operation cost the peers and the client (microseconds)."""
+    figures: dict[str, float] = {}
 
-    def measure(make_client, op) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
-        if count == 1:
-            return timed_ops([make_client(0)], ops, op)
-        return timed_processes(make_client, count, ops, op)
+    def measure(name: str, make_client, op) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
+        if count > 1:
+            return timed_processes(make_client, count, ops, op)
+        client = make_client(0)
+        split = CpuSplit(peer_pids)
+        measured = timed_ops([client], ops, op)
+        peers, mine = split.stop()
+        figures[f"{name}_peers_cpu_us"] = round(1e6 * peers / ops)
+        figures[f"{name}_client_cpu_us"] = round(1e6 * mine / ops)
+        return measured
 
     payload = os.urandom(4096)
-    figures: dict[str, float] = {}
-    rate, _ = measure(native_client, lambda c, i: c.put(f"/native/s{label}/{i}", payload))
+    rate, _ = measure(
+        "native_small_put", native_client, lambda c, i: c.put(f"/native/s{label}/{i}", payload)
+    )
     figures[f"native_small_put_ops{label}"] = round(rate, 1)
     rate, lat = measure(
+        "s3_small_put",
         s3_client_of,
         lambda c, i: c.put_object(Bucket="bench", Key=f"s{label}/{i}", Body=payload),
     )
     figures[f"s3_small_put_ops{label}"] = round(rate, 1)
     figures[f"s3_small_put_p99_ms{label}"] = round(percentile(lat, 0.99), 2)
-    rate, _ = measure(native_client, lambda c, i: c.get_bytes(f"/native/s{label}/{i}"))
+    rate, _ = measure(
+        "native_small_get", native_client, lambda c, i: c.get_bytes(f"/native/s{label}/{i}")
+    )
     figures[f"native_small_get_ops{label}"] = round(rate, 1)
     rate, lat = measure(
+        "s3_small_get",
         s3_client_of,
         lambda c, i: c.get_object(Bucket="bench", Key=f"s{label}/{i}")["Body"].read(),
     )
@@ -205,6 +221,7 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
                     small * (2 if count > 1 else 1),
                     lambda i: warmed(cluster.client(names[i % 3], token=user_token), i),
                     lambda i: warmed(s3_client(endpoints[i % 3], key), i),
+                    [peer.pid for peer in cluster.peers],
                 )
             )
         for op in (
