@@ -300,11 +300,19 @@ class GossipService(Service):
         defer.Deferred.fromCoroutine(self._join_once())
 
     async def _join_once(self) -> None:
-        for addr in self.seeds:
-            if await self._exchange(addr, join=True):
-                if not self.joined.called:
-                    self.joined.callback(None)
-                return
+        """Exchange state with every seed at once, as memberlist's Join does: peers started
+        together then all meet directly. (Joining through the first seed that answered, a
+        peer knew only the members that seed had heard of yet, and waited for the others to
+        reach it by gossip or by a periodic push-pull, tens of seconds away.)"""
+
+        def answered(merged: bool) -> bool:
+            if merged and not self.joined.called:
+                self.joined.callback(None)
+            return merged
+
+        exchanges = [self._pushpull(addr, join=True).addCallback(answered) for addr in self.seeds]
+        if any(await defer.gatherResults(exchanges)):
+            return
         if self.running:
             log.info("no seed answered; retrying in {s}s", s=self._join_retry_interval)
             self._join_timer = self._reactor.callLater(self._join_retry_interval, self._try_join)

@@ -149,6 +149,24 @@ def test_join_retries_until_a_seed_answers() -> None:
     assert states(joiner) == {"j": "alive", "s": "alive"} == states(seed)
 
 
+def test_a_joiner_exchanges_state_with_every_seed() -> None:
+    """Before: it joined through the first seed that answered and knew only what that seed
+    knew; peers started together could miss each other until a periodic push-pull (a 5-peer
+    cluster of the durability tests took more than 30 s to converge)."""
+    net = FakeNet()
+    first = net.add("a", 7300)
+    second = net.add("b", 7301)
+    third = net.add("c", 7302, [("127.0.0.1", 7301)])
+    for service in (first, second, third):
+        service.startService()
+    run(net, 2)  # a alone; b and c know each other
+    joiner = net.add("j", 7303, [("127.0.0.1", 7300), ("127.0.0.1", 7301)])
+    joiner.startService()
+    run(net, 2)  # well before any periodic push-pull
+    assert joiner.joined.called
+    assert states(joiner) == {"a": "alive", "b": "alive", "c": "alive", "j": "alive"}
+
+
 def test_failed_member_declared_dead(cluster: tuple[FakeNet, list[GossipService]]) -> None:
     net, services = cluster
     net.udp.pop(("127.0.0.1", 7003))  # crash: n3 hears and says nothing
