@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import boto3
 import httpx
 
 from peer.client import launcher
@@ -62,6 +63,19 @@ def make_cluster_dir(folder: Path, names: list[str]) -> str:
         issue_cert(folder, name, ["127.0.0.1", "localhost"])
     return token
 
+
+
+def boto_client(endpoint: str, key: dict[str, str], **options: object):  # type: ignore[no-untyped-def]
+    """boto3's S3 client for the access key `key` (as `qfs s3 key create --json` prints it) at
+    `endpoint` (more boto3.client options as given)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key["access_key_id"],
+        aws_secret_access_key=key["secret_access_key"],
+        region_name="us-east-1",
+        **options,
+    )
 
 class LocalCluster:
     """`size` peers on 127.0.0.1 joining each other, with data under `root`: open (--insecure)

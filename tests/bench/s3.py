@@ -32,27 +32,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from peer.client.api_client import Client
 from tests.bench.cluster import CpuSplit, Discard, PeakRss, percentile, rss_mb, timed_ops
-from tests.support import LocalCluster, free_port, print_results
+from tests.support import LocalCluster, boto_client, free_port, print_results
 
 MiB = 1024 * 1024
 ROUNDS = 3
 
 
 def s3_client(endpoint: str, key: dict[str, str]):  # type: ignore[no-untyped-def]
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=key["access_key_id"],
-        aws_secret_access_key=key["secret_access_key"],
-        region_name="us-east-1",
-        config=Config(max_pool_connections=20),
-    )
+    return boto_client(endpoint, key, config=Config(max_pool_connections=20))
 
 
 def timed_processes(make_client, count: int, ops: int, op) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import boto3
 import httpx
 import pytest
 from botocore.auth import S3SigV4Auth
@@ -27,7 +26,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from peer.client.api_client import Client
-from tests.support import LocalCluster, free_port, make_cluster_dir, wait_for
+from tests.support import LocalCluster, boto_client, free_port, make_cluster_dir, wait_for
 
 ADMIN = secrets.token_urlsafe(24)
 MiB = 1024 * 1024
@@ -63,18 +62,6 @@ class S3Cluster:
         return boto_client(
             self.endpoint(peer), key, config=Config(**{"retries": {"max_attempts": 2}, **config})
         )
-
-
-def boto_client(endpoint: str, key: dict[str, str], **options: object):
-    """boto3's S3 client for `key` at `endpoint` (more boto3.client options as given)."""
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=key["access_key_id"],
-        aws_secret_access_key=key["secret_access_key"],
-        region_name="us-east-1",
-        **options,
-    )
 
 
 def s3_cluster(root, name: str, extra: tuple[str, ...] = ()) -> Iterator[S3Cluster]:
