@@ -332,22 +332,23 @@ def transfer_figures(
             f.write(os.urandom(MiB))
     puts, gets = [], []
     pids = [peer.pid for peer in cluster.peers]
-    cpu = {"put": [0.0, 0.0], "get": [0.0, 0.0]}  # peers, client
+    cpu: dict[str, list[tuple[float, float]]] = {"put": [], "get": []}  # (peers, client)
     for round_ in range(ROUNDS):
         with open(big_path, "rb") as f:
             split, started = CpuSplit(pids), time.perf_counter()
             client.put(f"/bench/big{round_}.bin", f)
             puts.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
-            cpu["put"] = [a + b for a, b in zip(cpu["put"], split.stop(), strict=True)]
+            cpu["put"].append(split.stop())
         split, started = CpuSplit(pids), time.perf_counter()
         reader.get(f"/bench/big{round_}.bin", Discard())
         gets.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
-        cpu["get"] = [a + b for a, b in zip(cpu["get"], split.stop(), strict=True)]
+        cpu["get"].append(split.stop())
     big_path.unlink()
     results["put_MBps"] = round(statistics.median(puts), 1)
     results["get_MBps"] = round(statistics.median(gets), 1)
     megabytes = ROUNDS * big_mb * MiB / 1e6
-    for op, (peers, mine) in cpu.items():
+    for op, splits in cpu.items():
+        peers, mine = (sum(seconds) for seconds in zip(*splits, strict=True))
         results[f"{op}_peers_cpu_ms_per_MB"] = round(1000 * peers / megabytes, 2)
         results[f"{op}_client_cpu_ms_per_MB"] = round(1000 * mine / megabytes, 2)
     payload = os.urandom(4096)

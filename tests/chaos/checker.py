@@ -248,8 +248,8 @@ def candidates(history: list[Op]) -> tuple[list[Op], list[Op]]:
     acked = [op for op in history if op.kind in MUTATIONS and op.outcome == OK]
     # Not followed by an acknowledged mutation that started after it ended: one pass, as the
     # hour-long soak's keys have tens of thousands of them each.
-    latest_start = max((op.start for op in acked), default=None)
-    last = [x for x in acked if latest_start is None or latest_start <= x.end]
+    latest_start = max((op.start for op in acked), default=0.0)
+    last = [x for x in acked if x.end >= latest_start]
     maybe = [op for op in history if op.kind in MUTATIONS and op.outcome in (INDETERMINATE, FAILED)]
     return last, maybe
 
