@@ -36,6 +36,7 @@ class IncomingBody:
         self._error: Exception | None = None
         self._complete = False
         self._arrived: defer.Deferred[None] | None = None
+        self._wanted = 0  # what the waiting read needs buffered before it is woken
         self._settled: list[defer.Deferred[None]] = []
 
     # -- the HTTP side (what twisted.web expects of a request's `content`) -----------------
@@ -49,7 +50,9 @@ class IncomingBody:
         if self._buffered > self._high_water and not self._paused:
             self._paused = True
             self._producer.pauseProducing()
-        self._wake()
+            self._wake()  # a read wanting more than high water resumes the client
+        elif self._buffered >= self._wanted:
+            self._wake()  # not per piece: TLS hands over 16 KiB records, a block is 1 MiB
 
     def tell(self) -> int:
         return self._received
@@ -88,6 +91,7 @@ class IncomingBody:
             if self._error is not None:
                 raise self._error
             self._resume()
+            self._wanted = size
             self._arrived = defer.Deferred()
             await self._arrived
         if self._error is not None:

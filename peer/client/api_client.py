@@ -15,7 +15,6 @@ import io
 import ipaddress
 import os
 import re
-import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from urllib.parse import quote
 
 import blake3
 import httpx
+
+from peer.client.tls_socket import client_tls_context
 
 DEFAULT_PEER = "http://127.0.0.1:8001"
 CHUNK_SIZE = 1 << 20  # bytes per body chunk sent or received: the default block size
@@ -149,16 +150,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _verify(ca: str | None) -> ssl.SSLContext | bool:
-    """How https:// peers are checked: signed by the cluster CA in `ca`, else the system's."""
-    if ca is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"bad CA file {ca!r}: {exc}") from None
 
 
 def _params(**values: object) -> dict[str, str]:
@@ -300,7 +291,7 @@ class Client:
             timeout=timeout,
             transport=transport,
             trust_env=False,
-            verify=_verify(ca),
+            verify=client_tls_context(ca),
         )
 
     def __repr__(self) -> str:

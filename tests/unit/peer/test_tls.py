@@ -114,3 +114,19 @@ def test_reload_uses_new_files_and_keeps_the_old_ones_when_broken(tmp_path: Path
     other = files_for(tmp_path / "other", trustme.CA(), "p1")
     with pytest.raises(TlsError, match="not issued by"):
         PeerTls(TlsFiles(files.ca, other.cert, other.key))
+
+
+def test_aes_128_gcm_is_chosen_whatever_order_the_client_offers(tmp_path: Path, ca) -> None:
+    """OpenSSL's default client order puts AES-256-GCM first; the server's order wins."""
+    p1 = PeerTls(files_for(tmp_path / "p1", ca, "p1"))
+    client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+    assert handshake(client, p1.https_server().serverConnectionForTLS(None))
+    assert client.get_cipher_name() == "TLS_AES_128_GCM_SHA256"
+    old = SSL.Context(SSL.TLS_METHOD)
+    old.set_max_proto_version(SSL.TLS1_2_VERSION)
+    client = SSL.Connection(old, None)
+    assert handshake(client, p1.https_server().serverConnectionForTLS(None))
+    assert client.get_cipher_name() == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    client = p1.peer_client("p1").clientConnectionForTLS(None)
+    assert handshake(client, p1.peer_server().serverConnectionForTLS(None))
+    assert client.get_cipher_name() == "TLS_AES_128_GCM_SHA256"

@@ -61,6 +61,19 @@ def test_reads_wait_for_whole_blocks_and_the_end_gives_the_rest() -> None:
     assert body.tell() == 12
 
 
+def test_a_reader_is_woken_once_its_block_is_in_not_for_every_piece() -> None:
+    """Over TLS a 1 MiB block arrives as 64 records: waking the coordinator for each cost it
+    a coroutine resumption per 16 KiB."""
+    body = IncomingBody(Producer(), high_water=100)
+    reading = start(body.read(64))
+    waiting = body._arrived  # the read's Deferred: a woken reader that goes back waits anew
+    for _ in range(15):
+        body.write(b"x" * 4)
+    assert body._arrived is waiting and not waiting.called
+    body.write(b"x" * 4)
+    assert result(reading) == b"x" * 64
+
+
 def test_the_client_is_paused_above_high_water_and_resumed_when_drained() -> None:
     producer = Producer()
     body = IncomingBody(producer, high_water=8)
