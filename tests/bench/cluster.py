@@ -1,18 +1,20 @@
 """Cluster benchmark: 3 real peers (N=3, R=2, W=2, fsync on) on 127.0.0.1, through the HTTP API.
 
     python tests/bench/cluster.py [--json] [--big-mb 64] [--small 400] [--move-mb 1024]
-                                  [--dir DIR] [--tls]
+                                  [--rounds 3] [--dir DIR] [--tls]
 
 With --tls it measures instead the transfer figures (converge, large put/get, 4 KiB put/get
 with one client and 16) of an open (--insecure) cluster and of a secure one (`qfs cluster
-init`: HTTPS to clients, mutual TLS between peers, sealed gossip), one after the other in the
-same run, printed side by side: `<figure>_plain`, `<figure>_tls` and `<figure>_tls_pct` (TLS as
-a percentage of plaintext; for latencies and converge, the TLS figure is simply shown), with
-the CPU a large put and get cost the peers and the client per MB (`*_peers_cpu_ms_per_MB`,
-`*_client_cpu_ms_per_MB`): where encryption's cost lands.
+init`: HTTPS to clients, mutual TLS between peers, sealed gossip), both running, their rounds
+alternating, each started once both clusters are idle. Printed side by side: `<figure>_plain`,
+`<figure>_tls` and `<figure>_tls_pct` (TLS as a percentage of plaintext; for latencies and
+converge, the TLS figure is simply shown), with the CPU a large put and get cost the peers and
+the client per MB (`*_peers_cpu_ms_per_MB`, `*_client_cpu_ms_per_MB`): where encryption's
+cost lands.
 
-Prints put/get throughput of a large file (median of 3 files; the peers' peak RSS meanwhile),
-4 KiB put/get rates one after another and with 16 concurrent clients (median of 3 rounds),
+Prints put/get throughput of a large file (median of `--rounds` files, default 3; the peers'
+peak RSS meanwhile), 4 KiB put/get rates one after another and with 16 concurrent clients
+(medians of as many rounds),
 their p50/p99 latencies, the time for three peers to see each other, idle peer RSS, and,
 measured in the same run on the same disk, the raw fsync'd sequential write throughput
 (`disk_fsync_MBps`: median of a measurement before the cluster starts and one before each
@@ -49,7 +51,6 @@ from storage.fsutil import sync_dir
 from tests.support import LocalCluster, make_cluster_dir, print_results
 
 MiB = 1024 * 1024
-ROUNDS = 3
 
 
 def disk_fsync_MBps(directory: Path, megabytes: int = 256) -> float:
@@ -128,6 +129,18 @@ def cpu_seconds(pid: int) -> float:
     """CPU seconds (user and system) process `pid` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pids: list[int], window: float = 0.5, busy: float = 0.1, limit: float = 20.0) -> None:
+    """Wait (up to `limit` seconds) until processes `pids` together use under `busy` of a core
+    over `window`: background work a previous step started (anti-entropy, handoff, collection)
+    would otherwise be charged to the next one measured."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(window)
+        if sum(cpu_seconds(pid) for pid in pids) - before < busy * window:
+            return
 
 
 class CpuSplit:
@@ -221,7 +234,7 @@ def token_figures(open_cluster: LocalCluster, root: Path, small: int) -> dict[st
         with cluster.client("p1") as client:
             user = client.token_create("bench", ["bench"])["token"]
             payload = os.urandom(4096)
-            timed_ops([client], small, lambda c, i: c.put(f"/bench/s/{i}", payload, mode=0o644))
+            timed_ops([client], small, lambda c, i: c.put(f"/bench/s0/{i}", payload, mode=0o644))
         time.sleep(3)  # let the new cluster's background work after the writes settle
         readers = {
             "open": open_cluster.client("p1"),
@@ -235,7 +248,7 @@ def token_figures(open_cluster: LocalCluster, root: Path, small: int) -> dict[st
                 names = range(index, small, rounds)
                 started = time.perf_counter()
                 for i in names:
-                    reader.get_bytes(f"/bench/s/{i}")
+                    reader.get_bytes(f"/bench/s0/{i}")
                 elapsed[label] += time.perf_counter() - started
         for label, reader in readers.items():
             results[f"small_get_ops_{label}"] = round(small / elapsed[label], 1)
@@ -248,7 +261,87 @@ def token_figures(open_cluster: LocalCluster, root: Path, small: int) -> dict[st
     return results
 
 
-def run(root: Path, big_mb: int, small: int, move_mb: int) -> dict[str, float]:
+class TransferRounds:
+    """One cluster's transfer figures (large put/get, 4 KiB put/get with one client and with
+    16), measured a round at a time, so that two clusters' rounds can alternate: load from
+    elsewhere on this shared machine then hits both alike. Each large round writes fresh
+    random data first (untimed): blocks are content-addressed."""
+
+    def __init__(self, cluster: LocalCluster, big_path: Path, big_mb: int, small: int) -> None:
+        self.cluster = cluster
+        self.big_path = big_path
+        self.big_mb = big_mb
+        self.small = small
+        self.payload = os.urandom(4096)
+        self.client = cluster.client("p1", timeout=600)
+        self.reader = cluster.client("p2", timeout=600)
+        self.single = [cluster.client("p1")]
+        names = ["p1", "p2", "p3"]
+        self.many = [cluster.client(names[i % 3]) for i in range(16)]
+        self.pids = [peer.pid for peer in cluster.peers]
+        self.rates: dict[str, list[float]] = {}
+        self.latencies: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[tuple[float, float]]] = {"put": [], "get": []}
+
+    def _record(self, figure: str, rate: float, latencies: list[float] | None = None) -> None:
+        self.rates.setdefault(figure, []).append(rate)
+        self.latencies.setdefault(figure, []).extend(latencies or [])
+
+    def big(self, round_: int) -> None:
+        with open(self.big_path, "wb") as f:
+            for _ in range(self.big_mb):
+                f.write(os.urandom(MiB))
+            os.fsync(f.fileno())  # its writeback is not the put's (ext4 fsyncs entangle)
+        size = self.big_mb * MiB
+        with open(self.big_path, "rb") as f:
+            split, started = CpuSplit(self.pids), time.perf_counter()
+            self.client.put(f"/bench/big{round_}.bin", f)
+            self._record("put_MBps", size / (time.perf_counter() - started) / 1e6)
+            self.cpu["put"].append(split.stop())
+        split, started = CpuSplit(self.pids), time.perf_counter()
+        self.reader.get(f"/bench/big{round_}.bin", Discard())
+        self._record("get_MBps", size / (time.perf_counter() - started) / 1e6)
+        self.cpu["get"].append(split.stop())
+
+    def small_puts(self, round_: int) -> None:
+        payload = self.payload
+        self._record("small_put_ops", *timed_ops(
+            self.single, self.small, lambda c, i: c.put(f"/bench/s{round_}/{i}", payload)
+        ))
+        self._record("small_put_ops_c16", *timed_ops(
+            self.many, self.small * 2, lambda c, i: c.put(f"/bench/c{round_}/{i}", payload)
+        ))
+
+    def small_gets(self, round_: int) -> None:
+        self._record("small_get_ops", *timed_ops(
+            self.single, self.small, lambda c, i: c.get_bytes(f"/bench/s{round_}/{i}")
+        ))
+        self._record("small_get_ops_c16", *timed_ops(
+            self.many, self.small * 2, lambda c, i: c.get_bytes(f"/bench/c{round_}/{i}")
+        ))
+
+    def figures(self) -> dict[str, float]:
+        """Medians of the rounds' rates, p50/p99 of the 4 KiB latencies, CPU per MB moved."""
+        results = {figure: round(statistics.median(got), 1) for figure, got in self.rates.items()}
+        for figure, latencies in self.latencies.items():
+            if latencies:
+                name = figure.removesuffix("_ops").replace("_ops_", "_")
+                results[f"{name}_p50_ms"] = round(percentile(latencies, 0.5), 2)
+                results[f"{name}_p99_ms"] = round(percentile(latencies, 0.99), 2)
+        for op, splits in self.cpu.items():
+            if splits:
+                megabytes = len(splits) * self.big_mb * MiB / 1e6
+                peers, mine = (sum(seconds) for seconds in zip(*splits, strict=True))
+                results[f"{op}_peers_cpu_ms_per_MB"] = round(1000 * peers / megabytes, 2)
+                results[f"{op}_client_cpu_ms_per_MB"] = round(1000 * mine / megabytes, 2)
+        return results
+
+    def close(self) -> None:
+        for client in (self.client, self.reader, *self.single, *self.many):
+            client.close()
+
+
+def run(root: Path, big_mb: int, small: int, move_mb: int, rounds: int) -> dict[str, float]:
     results: dict[str, float] = {}
     disk = [disk_fsync_MBps(root)]
     cluster = LocalCluster(root / "cluster", 3)
@@ -256,60 +349,23 @@ def run(root: Path, big_mb: int, small: int, move_mb: int) -> dict[str, float]:
         results["converge_s"] = round(cluster.start(), 3)
         time.sleep(2)
         results["idle_rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
-        client = cluster.client("p1", timeout=600)
-        reader = cluster.client("p2", timeout=600)
-        big_path = root / "big.bin"
-        peak = PeakRss([p.pid for p in cluster.peers])
-        puts, gets = [], []
-        for round_ in range(ROUNDS):  # the machine is noisy: medians of a few rounds
-            with open(big_path, "wb") as f:
-                for _ in range(big_mb):
-                    f.write(os.urandom(MiB))
+        transfers = TransferRounds(cluster, root / "big.bin", big_mb, small)
+        peak = PeakRss(transfers.pids)
+        for round_ in range(rounds):  # the machine is noisy: medians of a few rounds
             disk.append(disk_fsync_MBps(root))
-            with open(big_path, "rb") as f:
-                started = time.perf_counter()
-                client.put(f"/bench/big{round_}.bin", f)
-                puts.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
-            started = time.perf_counter()
-            reader.get(f"/bench/big{round_}.bin", Discard())
-            gets.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
-        results["put_MBps"] = round(statistics.median(puts), 1)
-        results["get_MBps"] = round(statistics.median(gets), 1)
+            transfers.big(round_)
         results["transfer_peak_rss_MB"] = round(peak.stop(), 1)
+        (root / "big.bin").unlink()
         results["disk_fsync_MBps"] = round(statistics.median(disk), 1)
         results["disk_fsync_MBps_min"] = round(min(disk), 1)
         results["disk_fsync_MBps_max"] = round(max(disk), 1)
         results["durable_blocks_MBps"] = round(durable_blocks_MBps(root), 1)
-
-        payload = os.urandom(4096)
-        single = [cluster.client("p1")]
-        rate, lat = timed_ops(single, small, lambda c, i: c.put(f"/bench/s/{i}", payload))
-        results["small_put_ops"] = round(rate, 1)
-        results["small_put_p50_ms"] = round(percentile(lat, 0.5), 2)
-        results["small_put_p99_ms"] = round(percentile(lat, 0.99), 2)
-
-        names = ["p1", "p2", "p3"]
-        many = [cluster.client(names[i % 3]) for i in range(16)]
-        rates, lat = [], []
-        for round_ in range(ROUNDS):
-            rate, round_lat = timed_ops(
-                many, small * 2, lambda c, i, r=round_: c.put(f"/bench/c{r}/{i}", payload)
-            )
-            rates.append(rate)
-            lat += round_lat
-        results["small_put_ops_c16"] = round(statistics.median(rates), 1)
-        results["small_put_c16_p50_ms"] = round(percentile(lat, 0.5), 2)
-        results["small_put_c16_p99_ms"] = round(percentile(lat, 0.99), 2)
-
-        rate, lat = timed_ops(single, small, lambda c, i: c.get_bytes(f"/bench/s/{i}"))
-        results["small_get_ops"] = round(rate, 1)
-        results["small_get_p50_ms"] = round(percentile(lat, 0.5), 2)
-        results["small_get_p99_ms"] = round(percentile(lat, 0.99), 2)
-        rate, _ = timed_ops(many, small * 2, lambda c, i: c.get_bytes(f"/bench/c0/{i}"))
-        results["small_get_ops_c16"] = round(rate, 1)
+        for step in (TransferRounds.small_puts, TransferRounds.small_gets):
+            for round_ in range(rounds):
+                step(transfers, round_)
+        results.update(transfers.figures())
         results["rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
-        for c in [client, reader, *single, *many]:
-            c.close()
+        transfers.close()
         results.update(namespace_figures(cluster, root, move_mb))
         results.update(token_figures(cluster, root, small))
     finally:
@@ -318,73 +374,34 @@ def run(root: Path, big_mb: int, small: int, move_mb: int) -> dict[str, float]:
     return results
 
 
-def transfer_figures(
-    cluster: LocalCluster, root: Path, big_mb: int, small: int
-) -> dict[str, float]:
-    """Converge, large put/get and 4 KiB put/get (1 and 16 clients) of one cluster."""
-    results: dict[str, float] = {"converge_s": round(cluster.start(), 3)}
-    time.sleep(2)
-    client = cluster.client("p1", timeout=600)
-    reader = cluster.client("p2", timeout=600)
-    big_path = root / "big.bin"
-    with open(big_path, "wb") as f:
-        for _ in range(big_mb):
-            f.write(os.urandom(MiB))
-    puts, gets = [], []
-    pids = [peer.pid for peer in cluster.peers]
-    cpu: dict[str, list[tuple[float, float]]] = {"put": [], "get": []}  # (peers, client)
-    for round_ in range(ROUNDS):
-        with open(big_path, "rb") as f:
-            split, started = CpuSplit(pids), time.perf_counter()
-            client.put(f"/bench/big{round_}.bin", f)
-            puts.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
-            cpu["put"].append(split.stop())
-        split, started = CpuSplit(pids), time.perf_counter()
-        reader.get(f"/bench/big{round_}.bin", Discard())
-        gets.append(big_mb * MiB / (time.perf_counter() - started) / 1e6)
-        cpu["get"].append(split.stop())
-    big_path.unlink()
-    results["put_MBps"] = round(statistics.median(puts), 1)
-    results["get_MBps"] = round(statistics.median(gets), 1)
-    megabytes = ROUNDS * big_mb * MiB / 1e6
-    for op, splits in cpu.items():
-        peers, mine = (sum(seconds) for seconds in zip(*splits, strict=True))
-        results[f"{op}_peers_cpu_ms_per_MB"] = round(1000 * peers / megabytes, 2)
-        results[f"{op}_client_cpu_ms_per_MB"] = round(1000 * mine / megabytes, 2)
-    payload = os.urandom(4096)
-    single = [cluster.client("p1")]
-    rate, lat = timed_ops(single, small, lambda c, i: c.put(f"/bench/s/{i}", payload))
-    results["small_put_ops"] = round(rate, 1)
-    results["small_put_p50_ms"] = round(percentile(lat, 0.5), 2)
-    names = ["p1", "p2", "p3"]
-    many = [cluster.client(names[i % 3]) for i in range(16)]
-    rates = []
-    for round_ in range(ROUNDS):
-        rate, _ = timed_ops(
-            many, small * 2, lambda c, i, r=round_: c.put(f"/bench/c{r}/{i}", payload)
-        )
-        rates.append(rate)
-    results["small_put_ops_c16"] = round(statistics.median(rates), 1)
-    rate, lat = timed_ops(single, small, lambda c, i: c.get_bytes(f"/bench/s/{i}"))
-    results["small_get_ops"] = round(rate, 1)
-    results["small_get_p50_ms"] = round(percentile(lat, 0.5), 2)
-    rate, _ = timed_ops(many, small * 2, lambda c, i: c.get_bytes(f"/bench/c0/{i}"))
-    results["small_get_ops_c16"] = round(rate, 1)
-    for c in [client, reader, *single, *many]:
-        c.close()
-    return results
-
-
-def run_tls(root: Path, big_mb: int, small: int) -> dict[str, float]:
-    """transfer_figures of an open cluster and a secure one, side by side."""
+def run_tls(root: Path, big_mb: int, small: int, rounds: int) -> dict[str, float]:
+    """The transfer figures of an open cluster and a secure one, both running, their rounds
+    alternating (which goes first alternates too)."""
     folder = root / "tls"
     make_cluster_dir(folder, ["p1", "p2", "p3"])
-    figures = {}
-    for mode, tls_dir in (("plain", None), ("tls", folder)):
-        cluster = LocalCluster(root / f"cluster-{mode}", 3, tls_dir=tls_dir)
-        try:
-            figures[mode] = transfer_figures(cluster, root, big_mb, small)
-        finally:
+    modes = {"plain": None, "tls": folder}
+    clusters = {mode: LocalCluster(root / f"cluster-{mode}", 3, tls_dir=tls_dir)
+                for mode, tls_dir in modes.items()}
+    figures: dict[str, dict[str, float]] = {}
+    transfers: dict[str, TransferRounds] = {}
+    try:
+        for mode, cluster in clusters.items():
+            figures[mode] = {"converge_s": round(cluster.start(), 3)}
+        time.sleep(2)
+        for mode, cluster in clusters.items():
+            transfers[mode] = TransferRounds(cluster, root / "big.bin", big_mb, small)
+        everyone = [pid for transfer in transfers.values() for pid in transfer.pids]
+        for step in (TransferRounds.big, TransferRounds.small_puts, TransferRounds.small_gets):
+            for round_ in range(rounds):
+                order = list(transfers.values())
+                for transfer in order if round_ % 2 == 0 else reversed(order):
+                    settle(everyone)
+                    step(transfer, round_)
+        for mode, transfer in transfers.items():
+            figures[mode].update(transfer.figures())
+            transfer.close()
+    finally:
+        for cluster in clusters.values():
             cluster.stop()
     results: dict[str, float] = {}
     for key, plain in figures["plain"].items():
@@ -411,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--move-mb", type=int, default=1024, help="size of the file moved (MiB, default 1 GiB)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds each median is of")
     parser.add_argument("--dir", type=Path, help="where data goes (default: a temp dir)")
     parser.add_argument(
         "--tls", action="store_true", help="open vs secure cluster, side by side (see above)"
@@ -418,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-bench-") as tmp:
         if args.tls:
-            results = run_tls(Path(tmp), args.big_mb, args.small)
+            results = run_tls(Path(tmp), args.big_mb, args.small, args.rounds)
         else:
-            results = run(Path(tmp), args.big_mb, args.small, args.move_mb)
+            results = run(Path(tmp), args.big_mb, args.small, args.move_mb, args.rounds)
     print_results(results, args.json)
     return 0
 
