@@ -4,7 +4,9 @@ OpenSSL's SSL_read returns at most one TLS record (16 KiB), so over https:// eac
 httpcore's (64 KiB asked) brought a quarter of what a plain socket's does, and every read
 costs the HTTP stack (h11, httpcore, httpx) its Python per-chunk work: downloading over TLS
 cost the client 1.9x the CPU per MB of plain HTTP. `RecordBatchingSocket.recv` goes on
-reading, without blocking, the records already in the socket, up to what was asked.
+reading, without blocking, the records already in the socket, up to what was asked, after a
+full record (after a short one, a small reply's, it does not look: that would cost a failed
+read per reply).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import ssl
 
 import httpx
+
+RECORD = 16 * 1024  # plaintext of a full TLS record: a shorter one likely ended a write
 
 
 class RecordBatchingSocket(ssl.SSLSocket):
@@ -26,8 +30,8 @@ class RecordBatchingSocket(ssl.SSLSocket):
             error, self._deferred_error = self._deferred_error, None
             raise error
         first = super().recv(buflen, flags)
-        if not first or len(first) >= buflen:
-            return first
+        if len(first) < RECORD or len(first) >= buflen:
+            return first  # a short record (a small reply) rarely has another behind it
         parts = [first]
         wanted = buflen - len(first)
         timeout = self.gettimeout()
