@@ -7,12 +7,13 @@ pay the same permission checks.
                              [--dir DIR]
 
 Prints, for native and S3: put/get throughput of a large file (median of 3, single-request
-PutObject/GetObject), 4 KiB put/get rates with one client and with 16 concurrent clients (16
-processes, as 16 programs would be: 16 threads of one interpreter would measure its lock), and
-the S3/native ratio of each; for one client, the CPU each 4 KiB operation costs the peers and
-the client (`*_peers_cpu_us`, `*_client_cpu_us`: boto3 spends more than the native client);
-then a file of `--multipart-mb` MiB on disk uploaded through boto3's managed transfer
-(`upload_file`: 8 MiB parts, 10 threads) and with one native put, with the peers' peak RSS
+PutObject/GetObject; every put of fresh bytes, as blocks are content-addressed), 4 KiB put/get
+rates with one client and with 16 concurrent clients (16 processes, as 16 programs would be:
+16 threads of one interpreter would measure its lock), and the S3/native ratio of each; for
+one client, the CPU each 4 KiB operation costs the peers and the client (`*_peers_cpu_us`,
+`*_client_cpu_us`: boto3 spends more than the native client); then a file of
+`--multipart-mb` MiB on disk uploaded through boto3's managed transfer (`upload_file`: 8 MiB
+parts, 10 threads) and another of the same size with one native put, with the peers' peak RSS
 during the multipart upload.
 """
 
@@ -178,12 +179,13 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
 
         figures: dict[str, list[float]] = {}
         for round_ in range(ROUNDS):  # interleaved, so both see the same noisy machine
-            data = os.urandom(big_mb * MiB)
+            data = os.urandom(big_mb * MiB)  # fresh for each: blocks are content-addressed
             started = time.perf_counter()
             native.put(f"/native/big{round_}", data)
             figures.setdefault("native_put_MBps", []).append(
                 len(data) / (time.perf_counter() - started) / 1e6
             )
+            data = os.urandom(big_mb * MiB)
             started = time.perf_counter()
             s3.put_object(Bucket="bench", Key=f"big{round_}", Body=data)
             figures.setdefault("s3_put_MBps", []).append(
@@ -227,11 +229,16 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
             results[f"ratio_{op}"] = round(results[f"s3_{op}"] / results[f"native_{op}"], 2)
 
         if multipart_mb:
-            source = root / "multipart.bin"
-            with source.open("wb") as out:
-                out.write(os.urandom(multipart_mb * MiB))
+            # two files of fresh bytes: the same file twice would be sent the second time as
+            # blocks the replicas already hold (content-addressed), moving none of them
+            native_source, source = root / "native.bin", root / "multipart.bin"
+            for path in (native_source, source):
+                with path.open("wb") as out:
+                    for _ in range(multipart_mb):
+                        out.write(os.urandom(MiB))
+                    os.fsync(out.fileno())
             started = time.perf_counter()
-            with source.open("rb") as data:
+            with native_source.open("rb") as data:
                 native.put("/native/multipart.bin", data)
             results["native_file_MBps"] = round(
                 multipart_mb * MiB / (time.perf_counter() - started) / 1e6, 1
@@ -251,6 +258,7 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
             size = s3.head_object(Bucket="bench", Key="multipart.bin")["ContentLength"]
             assert size == multipart_mb * MiB, size
             source.unlink()
+            native_source.unlink()
         native.close()
         native_reader.close()
     finally:
