@@ -245,6 +245,7 @@ class Node(service.MultiService):
                 self._count,
                 config.s3_domain,
                 config.s3_upload_expiry,
+                run_in_thread,
             )
             internet.TimerService(
                 s3.multipart.sweep_interval, self._background, s3.multipart.expire,

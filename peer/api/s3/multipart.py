@@ -196,7 +196,8 @@ class MultipartOperations:
         source = call.header("x-amz-copy-source")
         body = call.body
         if source is not None:
-            body = Verified(await self._copy_source_body(call, source))
+            copied = await self._copy_source_body(call, source)
+            body = Verified(copied, run_in_thread=self.s3.run_in_thread)
         assert isinstance(body, Verified)
         path = upload_dir(info["id"]) + "/" + part_name(number)
         await self.c.put_file(path, body, mode=0o600, meta=lambda: (("etag", body.md5 or ""),))

@@ -4,8 +4,8 @@ the digests a client asks us to check.
 Both are `peer.body.BodyReader`s stacked on the raw body: `AwsChunked` strips the chunk
 framing (checking each chunk's signature when the body is signed, and collecting the trailer's
 checksums), `Verified` computes the MD5 (the object's ETag) and whatever digests the request
-announced, and raises an S3 error at the end of the body when one does not match, so the
-coordinator fails the write before any manifest points at the bytes.
+announced (off the reactor, `Digests`), and raises an S3 error at the end of the body when one
+does not match, so the coordinator fails the write before any manifest points at the bytes.
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from peer.api.s3.errors import S3Error, bad_request
 from peer.api.s3.sigv4 import ChunkSigner
@@ -24,6 +28,66 @@ MAX_LINE = 4096  # a chunk header or trailer line
 MAX_TRAILERS = 16
 READ_SIZE = 256 * 1024
 CHECKSUMS = ("crc32", "crc32c", "sha1", "sha256")
+DIGEST_BACKLOG = 4  # chunks (blocks: 1 MiB) received but not yet digested, at most
+
+RunInThread = Callable[[Callable[[], None]], "defer.Deferred[None]"]
+
+
+def run_here(job: Callable[[], None]) -> defer.Deferred[None]:
+    """Run `job` now, in this thread (where no thread pool is given: tests)."""
+    return defer.maybeDeferred(job)
+
+
+class Digests:
+    """Feeds chunks to hashers, in order, in jobs of `run_in_thread`, so that the reactor goes
+    on meanwhile: MD5 alone costs 1.9 ms per MiB here, SHA-256 0.8 and CRC-32 0.4, a third of
+    what a coordinator spends on a block; hashlib and zlib let go of the GIL while they hash.
+    One job at a time takes every chunk queued, so the order is kept."""
+
+    def __init__(self, hashers: list[Any], run_in_thread: RunInThread) -> None:
+        self._hashers = hashers
+        self._run = run_in_thread
+        self._queue: deque[bytes] = deque()
+        self._job: defer.Deferred[None] | None = None
+        self._error: Failure | None = None
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def feed(self, data: bytes) -> None:
+        self._queue.append(data)
+        if self._job is None:
+            self._start()
+
+    async def drained(self, backlog: int = 0) -> None:
+        """Wait until at most `backlog` chunks wait to be digested (0: all are digested)."""
+        while self._error is None and (
+            len(self._queue) > backlog or (backlog == 0 and self._job is not None)
+        ):
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._waiters.append(waiter)
+            await waiter
+        if self._error is not None:
+            self._error.raiseException()
+
+    def _start(self) -> None:
+        self._job = self._run(self._digest_queued)
+        self._job.addBoth(self._ended)
+
+    def _digest_queued(self) -> None:  # in the job's thread; deque ends are thread-safe
+        while self._queue:
+            data = self._queue.popleft()
+            for hasher in self._hashers:
+                hasher.update(data)
+
+    def _ended(self, result: object) -> None:
+        self._job = None
+        if isinstance(result, Failure):
+            self._error = result
+            self._queue.clear()
+        elif self._queue:
+            self._start()  # chunks fed after the job looked for the last time
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
 
 def _crc32c_table() -> list[int]:
@@ -211,6 +275,7 @@ class Verified:
         late: Callable[[], dict[str, str]] | None = None,
         late_algorithm: str | None = None,
         length: int | None = None,
+        run_in_thread: RunInThread = run_here,
     ) -> None:
         self._inner = inner
         self._sha256 = sha256
@@ -225,6 +290,7 @@ class Verified:
         if sha256 is not None and "sha256" not in self._hashers:
             self._hashers["sha256-hex"] = hashlib.sha256()
         self._length = length
+        self._digests = Digests([self._md5, *self._hashers.values()], run_in_thread)
         self.size = 0
         self.md5: str | None = None
 
@@ -232,14 +298,16 @@ class Verified:
         if self.md5 is not None:
             return b""
         data = await self._inner.read(size)
-        self._md5.update(data)
-        for hasher in self._hashers.values():
-            hasher.update(data)
         self.size += len(data)
         if self._length is not None and self.size > self._length:
             raise S3Error(400, "IncompleteBody", "the body is longer than its declared length")
+        if data:
+            self._digests.feed(data)
         if len(data) < size:
+            await self._digests.drained()
             self._finish()
+        else:
+            await self._digests.drained(DIGEST_BACKLOG)
         return data
 
     def _finish(self) -> None:

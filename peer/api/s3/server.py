@@ -30,7 +30,7 @@ from peer.api.s3.errors import S3Error, access_denied, bad_request, from_api_err
 from peer.api.s3.keys import S3Keys
 from peer.api.s3.multipart import MultipartOperations
 from peer.api.s3.objects import ObjectOperations
-from peer.api.s3.payload import CHECKSUMS, AwsChunked, Verified
+from peer.api.s3.payload import CHECKSUMS, AwsChunked, RunInThread, Verified, run_here
 from peer.api.s3.xml import MAX_XML_BODY, error_document
 from peer.body import BodyReader, FileBody
 from peer.config import S3_UPLOAD_EXPIRY
@@ -106,11 +106,14 @@ class S3Resource(resource.Resource):
         on_request: Callable[[str, int], None] = lambda route, status: None,
         domain: str | None = None,
         upload_expiry: float = S3_UPLOAD_EXPIRY,
+        run_in_thread: RunInThread = run_here,
     ) -> None:
         """`wall_clock` dates signatures (time.time); `ticks` ages caches (monotonic);
         `domain` turns on virtual-host style requests for BUCKET.`domain`; `upload_expiry` is
-        how long a multipart upload may stay open."""
+        how long a multipart upload may stay open; `run_in_thread` runs the digests of
+        request bodies."""
         super().__init__()
+        self.run_in_thread = run_in_thread
         self.domain = domain
         self.coordinator = coordinator
         self.namespace = Namespace(coordinator)
@@ -249,6 +252,7 @@ class S3Resource(resource.Resource):
                 sha256=payload if _is_sha256(payload) else None,
                 content_md5=content_md5,
                 checksums=checksums,
+                run_in_thread=self.run_in_thread,
             )
         if payload not in (
             sigv4.STREAMING_SIGNED,
@@ -269,6 +273,7 @@ class S3Resource(resource.Resource):
             late=lambda: chunked.trailers,
             late_algorithm=late_algorithm,
             length=length,
+            run_in_thread=self.run_in_thread,
         )
 
     # -- routing ---------------------------------------------------------------------------

@@ -9,10 +9,11 @@ import os
 import zlib
 
 import pytest
+from twisted.internet import defer
 
 from peer.api.s3 import sigv4
 from peer.api.s3.errors import S3Error
-from peer.api.s3.payload import AwsChunked, Crc32c, Verified
+from peer.api.s3.payload import DIGEST_BACKLOG, AwsChunked, Crc32c, Verified
 from peer.body import FileBody
 from tests.simnet import run
 
@@ -165,3 +166,55 @@ def test_botocore_aws_chunked_bodies_with_checksum_trailers_decode(checksum: str
     with pytest.raises(S3Error) as e:
         read_all(body, 100_000)
     assert e.value.code == "BadDigest"
+
+
+class HeldJobs:
+    """A run_in_thread whose jobs run only when the test says (a thread pool, under control)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[object, defer.Deferred]] = []
+
+    def __call__(self, job):  # type: ignore[no-untyped-def]
+        done: defer.Deferred = defer.Deferred()
+        self.jobs.append((job, done))
+        return done
+
+    def run_all(self) -> None:
+        while self.jobs:
+            job, done = self.jobs.pop(0)
+            job()  # type: ignore[operator]
+            done.callback(None)
+
+
+def test_digests_run_off_the_reader_in_order_with_a_bounded_backlog() -> None:
+    chunks = [os.urandom(1000) for _ in range(8)]
+    data = b"".join(chunks)
+    held = HeldJobs()
+    body = Verified(
+        FileBody(io.BytesIO(data + b"end")),
+        sha256=hashlib.sha256(data + b"end").hexdigest(),
+        run_in_thread=held,
+    )
+    reads = [defer.ensureDeferred(body.read(1000)) for _ in range(DIGEST_BACKLOG)]
+    assert all(read.called for read in reads)  # handed on before they are digested
+    waiting = defer.ensureDeferred(body.read(1000))
+    assert not waiting.called  # one chunk more than the backlog allows: it waits
+    held.run_all()
+    assert waiting.called
+    rest = [defer.ensureDeferred(body.read(1000)) for _ in range(8 - DIGEST_BACKLOG - 1)]
+    last = defer.ensureDeferred(body.read(1000))  # the short read: the end of the body
+    assert not last.called and body.md5 is None  # the checks wait for every digest
+    held.run_all()
+    got = b"".join(d.result for d in [*reads, waiting, *rest, last])
+    assert got == data + b"end"
+    assert body.md5 == hashlib.md5(data + b"end").hexdigest()
+
+
+def test_a_digest_mismatch_found_in_a_thread_fails_the_last_read() -> None:
+    held = HeldJobs()
+    body = Verified(FileBody(io.BytesIO(b"abc")), sha256="0" * 64, run_in_thread=held)
+    last = defer.ensureDeferred(body.read(1000))
+    held.run_all()
+    failures: list = []
+    last.addErrback(failures.append)
+    assert failures and failures[0].check(S3Error)
