@@ -37,7 +37,15 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from peer.client.api_client import Client
-from tests.bench.cluster import CpuSplit, Discard, PeakRss, percentile, rss_mb, timed_ops
+from tests.bench.cluster import (
+    CpuSplit,
+    Discard,
+    PeakRss,
+    percentile,
+    rss_mb,
+    settle,
+    timed_ops,
+)
 from tests.support import LocalCluster, boto_client, free_port, print_results
 
 MiB = 1024 * 1024
@@ -108,6 +116,7 @@ def small_figures(  # type: ignore[no-untyped-def]
     figures: dict[str, float] = {}
 
     def measure(name: str, make_client, op) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
+        settle(peer_pids)  # the work the step before left behind is not this one's
         if count > 1:
             return timed_processes(make_client, count, ops, op)
         client = make_client(0)

@@ -28,7 +28,7 @@ MAX_LINE = 4096  # a chunk header or trailer line
 MAX_TRAILERS = 16
 READ_SIZE = 256 * 1024
 CHECKSUMS = ("crc32", "crc32c", "sha1", "sha256")
-DIGEST_BACKLOG = 4  # chunks (blocks: 1 MiB) received but not yet digested, at most
+DIGEST_BACKLOG = 2  # chunks (blocks: 1 MiB) received but not yet digested, at most
 
 RunInThread = Callable[[Callable[[], None]], "defer.Deferred[None]"]
 
