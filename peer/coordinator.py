@@ -92,7 +92,8 @@ from storage.vclock import VectorClock
 
 log = logging.getLogger(__name__)
 
-BLOCK_WINDOW = 8
+BLOCK_WINDOW = 8  # blocks of one upload on their way to replicas, at most
+BLOCKS_IN_FLIGHT = 16  # blocks of all uploads together: what a peer holds of them is bounded
 MAX_READ_ATTEMPTS = 3
 READ_AHEAD = 4
 RPC_TIMEOUT = 10.0
@@ -221,6 +222,7 @@ class Coordinator:
         self._counters = counters if counters is not None else CounterSource(clock)
         self.read_repairs = 0
         self.pins = BlockPins()
+        self._blocks_in_flight = defer.DeferredSemaphore(BLOCKS_IN_FLIGHT)
 
     def now(self) -> float:
         """The coordinator's clock, in seconds (mtimes of what it writes)."""
@@ -536,7 +538,8 @@ class Coordinator:
     ) -> tuple[list[Block], str, int]:
         """Split `body` into blocks and store each; returns the blocks, the file hash, the size.
         Each block is pinned (appended to `pinned`) before it is sent; the caller releases the
-        pins once the manifest that references them is durable, or the write failed."""
+        pins once the manifest that references them is durable, or the write failed. At most
+        BLOCK_WINDOW blocks of this upload and BLOCKS_IN_FLIGHT of all are being stored."""
         window = defer.DeferredSemaphore(BLOCK_WINDOW)
         file_hash = blake3.blake3()
         blocks: list[Block] = []
@@ -552,6 +555,8 @@ class Coordinator:
             if not chunk:
                 window.release()
                 break
+            # taken once the chunk is in: a slow client holds no slot while it trickles
+            await self._blocks_in_flight.acquire()
             size += len(chunk)
             file_hash.update(chunk)
             block_hash = blake3.blake3(chunk).hexdigest()
@@ -560,7 +565,7 @@ class Coordinator:
             pinned.append(block_hash)
             stored = defer.ensureDeferred(self.store_block(block_hash, chunk, w))
             stored.addErrback(lambda f: failures.append(f.value))
-            stored.addBoth(lambda _: window.release())
+            stored.addBoth(lambda _: (window.release(), self._blocks_in_flight.release()))
             in_flight.append(stored)
         await defer.DeferredList(in_flight)
         if failures:

@@ -7,9 +7,10 @@ import random
 from pathlib import Path
 
 import pytest
+from twisted.internet import defer
 
 from peer.body import FileBody
-from peer.coordinator import Coordinator
+from peer.coordinator import BLOCK_WINDOW, BLOCKS_IN_FLIGHT, Coordinator
 from peer.errors import ConflictingVersions, NotFound, Unavailable
 from peer.manifest import manifest_key
 from peer.repair.handoff import HintedHandoff
@@ -205,3 +206,34 @@ def test_a_corrupt_replica_is_skipped_and_quarantines_its_copy(cluster) -> None:
     network.replicas[first_holder].blocks.corrupt(first_block)
     assert get(coordinators["n1"], "/z") == data
     assert first_block in network.replicas[first_holder].blocks.quarantined()
+
+
+def test_concurrent_uploads_keep_at_most_blocks_in_flight_between_them(cluster) -> None:
+    """Uploads at once through one peer (boto3 sends ten multipart parts at a time): what it
+    holds of their blocks (each block and its frames to the replicas) has one bound for all."""
+    network, coordinators = cluster(3, w=3)  # a block is done when every copy is: none lag
+    held: list[tuple[defer.Deferred, object, object]] = []
+    for node in network.handlers:
+        real = network.handlers[node]["block.put"]
+
+        def holding(request, real=real):  # type: ignore[no-untyped-def]
+            waiting: defer.Deferred = defer.Deferred()
+            held.append((waiting, real, request))
+            return waiting
+
+        network.handlers[node]["block.put"] = holding
+    uploads = 3
+    assert uploads * BLOCK_WINDOW > BLOCKS_IN_FLIGHT  # what one window each would allow
+    bodies = [FileBody(io.BytesIO(random.randbytes(12 * BLOCK))) for _ in range(uploads)]
+    puts = [
+        defer.ensureDeferred(coordinators["n0"].put_file(f"/f{i}", body))
+        for i, body in enumerate(bodies)
+    ]
+    most = 0
+    while held:
+        blocks = {request.body["hash"] for _, _, request in held}
+        most = max(most, len(blocks))
+        waiting, real, request = held.pop(0)
+        defer.ensureDeferred(real(request)).chainDeferred(waiting)
+    assert all(put.called for put in puts)
+    assert 0 < most <= BLOCKS_IN_FLIGHT
