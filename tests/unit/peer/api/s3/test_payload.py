@@ -13,7 +13,7 @@ from twisted.internet import defer
 
 from peer.api.s3 import sigv4
 from peer.api.s3.errors import S3Error
-from peer.api.s3.payload import DIGEST_BACKLOG, AwsChunked, Crc32c, Verified
+from peer.api.s3.payload import DIGEST_BACKLOG, DIGEST_HERE, AwsChunked, Crc32c, Verified
 from peer.body import FileBody
 from tests.simnet import run
 
@@ -187,22 +187,22 @@ class HeldJobs:
 
 
 def test_digests_run_off_the_reader_in_order_with_a_bounded_backlog() -> None:
-    chunks = [os.urandom(1000) for _ in range(8)]
-    data = b"".join(chunks)
+    size = DIGEST_HERE  # chunks this large go to the thread
+    data = os.urandom(8 * size)
     held = HeldJobs()
     body = Verified(
         FileBody(io.BytesIO(data + b"end")),
         sha256=hashlib.sha256(data + b"end").hexdigest(),
         run_in_thread=held,
     )
-    reads = [defer.ensureDeferred(body.read(1000)) for _ in range(DIGEST_BACKLOG)]
+    reads = [defer.ensureDeferred(body.read(size)) for _ in range(DIGEST_BACKLOG)]
     assert all(read.called for read in reads)  # handed on before they are digested
-    waiting = defer.ensureDeferred(body.read(1000))
+    waiting = defer.ensureDeferred(body.read(size))
     assert not waiting.called  # one chunk more than the backlog allows: it waits
     held.run_all()
     assert waiting.called
-    rest = [defer.ensureDeferred(body.read(1000)) for _ in range(8 - DIGEST_BACKLOG - 1)]
-    last = defer.ensureDeferred(body.read(1000))  # the short read: the end of the body
+    rest = [defer.ensureDeferred(body.read(size)) for _ in range(8 - DIGEST_BACKLOG - 1)]
+    last = defer.ensureDeferred(body.read(size))  # the short read: the end of the body
     assert not last.called and body.md5 is None  # the checks wait for every digest
     held.run_all()
     got = b"".join(d.result for d in [*reads, waiting, *rest, last])
@@ -210,10 +210,18 @@ def test_digests_run_off_the_reader_in_order_with_a_bounded_backlog() -> None:
     assert body.md5 == hashlib.md5(data + b"end").hexdigest()
 
 
+def test_a_small_body_is_digested_at_once_without_a_thread() -> None:
+    held = HeldJobs()
+    body = Verified(FileBody(io.BytesIO(b"x" * 4096)), run_in_thread=held)
+    assert read_all(body, 65536) == b"x" * 4096
+    assert not held.jobs and body.md5 == hashlib.md5(b"x" * 4096).hexdigest()
+
+
 def test_a_digest_mismatch_found_in_a_thread_fails_the_last_read() -> None:
     held = HeldJobs()
-    body = Verified(FileBody(io.BytesIO(b"abc")), sha256="0" * 64, run_in_thread=held)
-    last = defer.ensureDeferred(body.read(1000))
+    data = b"y" * (DIGEST_HERE + 1)
+    body = Verified(FileBody(io.BytesIO(data)), sha256="0" * 64, run_in_thread=held)
+    last = defer.ensureDeferred(body.read(2 * DIGEST_HERE))
     held.run_all()
     failures: list = []
     last.addErrback(failures.append)
