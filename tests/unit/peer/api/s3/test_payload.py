@@ -13,7 +13,7 @@ from twisted.internet import defer
 
 from peer.api.s3 import sigv4
 from peer.api.s3.errors import S3Error
-from peer.api.s3.payload import DIGEST_BACKLOG, DIGEST_HERE, AwsChunked, Crc32c, Verified
+from peer.api.s3.payload import DIGEST_BACKLOG, DIGEST_HERE, AwsChunked, Verified, checksum
 from peer.body import FileBody
 from tests.simnet import run
 
@@ -140,7 +140,7 @@ def test_content_sha256_content_md5_and_header_checksums_are_verified() -> None:
 
 
 def test_crc32c_matches_the_rfc_3720_check_value() -> None:
-    crc = Crc32c()
+    crc = checksum("crc32c")
     crc.update(b"123456789")
     assert crc.digest().hex() == "e3069283"
 
