@@ -77,9 +77,17 @@ def absent_everywhere(cluster: LocalCluster, paths: list[str]) -> bool:
 
 
 def fully_replicated(cluster: LocalCluster, files: dict[str, bytes], via: str = "p1") -> bool:
+    """Every block of every file has 3 holders. A 404 is "not yet": after two of a key's three
+    homes left, R of the homes asked can be new and still empty until anti-entropy copies the
+    record over (docs/semantics.md, "Ring changes", not guaranteed)."""
     with cluster.client(via) as client:
         for path in files:
-            stat = client.stat(path)
+            try:
+                stat = client.stat(path)
+            except QfsError as e:
+                if e.status == 404:
+                    return False
+                raise
             if any(len(b["holders"]) < 3 for b in stat["blocks"]):
                 return False
     return True
