@@ -50,7 +50,7 @@ BULK_SIZE = 256 * 1024  # plaintext handed to OpenSSL per call (Twisted's defaul
 FLUSH_SIZE = BULK_SIZE + 16 * 1024  # ciphertext read back per call, at least
 RECORD = 16 * 1024  # plaintext per TLS record, at most
 RECORD_OVERHEAD = 64  # ciphertext bytes a record adds, at most (header, nonce, tag, type)
-READ_SIZE = 4 * BULK_SIZE  # plaintext taken per OpenSSL read: a 1 MiB block frame in one call
+READ_SIZE = 4 * BULK_SIZE  # plaintext asked per OpenSSL read (one record, 16 KiB, comes back)
 PARTIAL_WRITE = 0x1  # SSL_MODE_ENABLE_PARTIAL_WRITE (ssl.h): pyOpenSSL sets it, names it not
 # Mozilla's "intermediate" order: AES-128-GCM first (TLS 1.3's mandatory suite; `openssl speed
 # -evp` here: 2.7 GB/s against 2.0 for AES-256-GCM, OpenSSL's own first choice). The server's

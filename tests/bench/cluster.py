@@ -53,6 +53,16 @@ from tests.support import LocalCluster, make_cluster_dir, print_results
 MiB = 1024 * 1024
 
 
+def fresh_file(path: Path, megabytes: int) -> None:
+    """Write `megabytes` MiB of random bytes to `path` and fsync it: bytes no store holds yet
+    (blocks are content-addressed), whose writeback is not charged to what is timed next (ext4
+    fsyncs entangle)."""
+    with open(path, "wb") as f:
+        for _ in range(megabytes):
+            f.write(os.urandom(MiB))
+        os.fsync(f.fileno())
+
+
 def disk_fsync_MBps(directory: Path, megabytes: int = 256) -> float:
     """Sequential 1 MiB writes then one fsync, like `dd conv=fsync`: the disk's ceiling."""
     path = directory / "raw-write"
@@ -198,9 +208,7 @@ def namespace_figures(cluster: LocalCluster, root: Path, move_mb: int) -> dict[s
     results: dict[str, float] = {}
     client = cluster.client("p1", timeout=600)
     big_path = root / "move.bin"
-    with open(big_path, "wb") as f:
-        for _ in range(move_mb):
-            f.write(os.urandom(MiB))
+    fresh_file(big_path, move_mb)
     with open(big_path, "rb") as f:
         client.put("/bench/move/big.bin", f)
     big_path.unlink()
@@ -264,8 +272,8 @@ def token_figures(open_cluster: LocalCluster, root: Path, small: int) -> dict[st
 class TransferRounds:
     """One cluster's transfer figures (large put/get, 4 KiB put/get with one client and with
     16), measured a round at a time, so that two clusters' rounds can alternate: load from
-    elsewhere on this shared machine then hits both alike. Each large round writes fresh
-    random data first (untimed): blocks are content-addressed."""
+    elsewhere on this shared machine then hits both alike. Each large round puts a
+    `fresh_file` (written untimed)."""
 
     def __init__(self, cluster: LocalCluster, big_path: Path, big_mb: int, small: int) -> None:
         self.cluster = cluster
@@ -288,10 +296,7 @@ class TransferRounds:
         self.latencies.setdefault(figure, []).extend(latencies or [])
 
     def big(self, round_: int) -> None:
-        with open(self.big_path, "wb") as f:
-            for _ in range(self.big_mb):
-                f.write(os.urandom(MiB))
-            os.fsync(f.fileno())  # its writeback is not the put's (ext4 fsyncs entangle)
+        fresh_file(self.big_path, self.big_mb)
         size = self.big_mb * MiB
         with open(self.big_path, "rb") as f:
             split, started = CpuSplit(self.pids), time.perf_counter()

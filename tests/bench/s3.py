@@ -41,6 +41,7 @@ from tests.bench.cluster import (
     CpuSplit,
     Discard,
     PeakRss,
+    fresh_file,
     percentile,
     rss_mb,
     settle,
@@ -242,10 +243,7 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
             # blocks the replicas already hold (content-addressed), moving none of them
             native_source, source = root / "native.bin", root / "multipart.bin"
             for path in (native_source, source):
-                with path.open("wb") as out:
-                    for _ in range(multipart_mb):
-                        out.write(os.urandom(MiB))
-                    os.fsync(out.fileno())
+                fresh_file(path, multipart_mb)
             started = time.perf_counter()
             with native_source.open("rb") as data:
                 native.put("/native/multipart.bin", data)

@@ -57,8 +57,7 @@ class Digests:
 
     def feed(self, data: bytes) -> None:
         if self._job is None and len(data) < DIGEST_HERE:
-            for hasher in self._hashers:
-                hasher.update(data)
+            self._digest(data)
             return
         self._queue.append(data)
         if self._job is None:
@@ -79,11 +78,13 @@ class Digests:
         self._job = self._run(self._digest_queued)
         self._job.addBoth(self._ended)
 
+    def _digest(self, data: bytes) -> None:
+        for hasher in self._hashers:
+            hasher.update(data)
+
     def _digest_queued(self) -> None:  # in the job's thread; deque ends are thread-safe
         while self._queue:
-            data = self._queue.popleft()
-            for hasher in self._hashers:
-                hasher.update(data)
+            self._digest(self._queue.popleft())
 
     def _ended(self, result: object) -> None:
         self._job = None
