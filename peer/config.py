@@ -56,6 +56,7 @@ class PeerConfig:
     probe_interval: float = 1.0
     anti_entropy_interval: float = 10.0
     dead_after: float = 60.0
+    handover_timeout: float = 20.0
     scrub_rate: int = 8 * MiB
     gc_interval: float = 60.0
     gc_grace: float = 3600.0
@@ -111,7 +112,7 @@ class PeerConfig:
                 f"horizon: {self.horizon} must be longer than dead-after ({self.dead_after}): a"
                 " peer is forgotten only after it left the ring"
             )
-        for key in ("dead_after", "gc_grace"):
+        for key in ("dead_after", "gc_grace", "handover_timeout"):
             if getattr(self, key) < 0:
                 raise ConfigError(
                     f"{key.replace('_', '-')}: {getattr(self, key)} must not be negative"
@@ -183,6 +184,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "probe-interval": ("probe_interval", float),
     "anti-entropy-interval": ("anti_entropy_interval", float),
     "dead-after": ("dead_after", float),
+    "handover-timeout": ("handover_timeout", float),
     "scrub-rate": ("scrub_rate", parse_size),
     "gc-interval": ("gc_interval", float),
     "gc-grace": ("gc_grace", float),
@@ -222,6 +224,11 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     add("--probe-interval", help="gossip protocol period in seconds (default 1)")
     add("--anti-entropy-interval", help="seconds between anti-entropy rounds (default 10)")
     add("--dead-after", help="seconds a dead peer keeps its ring share (default 60)")
+    add(
+        "--handover-timeout",
+        help="seconds a graceful leave (SIGTERM) may spend handing this peer's share to the "
+        "peers that take it over; anti-entropy copies what is left (default 20)",
+    )
     add("--scrub-rate", help="bytes per second the scrubber re-verifies (default 8MiB)")
     add("--gc-interval", help="seconds between garbage collection rounds (default 60)")
     add("--gc-grace", help="seconds an unreferenced block is kept (default 3600)")

@@ -2,8 +2,9 @@
 as one Twisted MultiService. The only module that touches the real reactor.
 
 Start-up order: the data directory is locked and opened before any socket is bound (a second
-peer on the same directory fails at once); services start in order and stop in reverse, so on
-SIGTERM the HTTP API stops taking requests, then gossip announces the leave.
+peer on the same directory fails at once); services start in order and stop in reverse. On
+SIGTERM the peer first hands its share to the peers that take it over and gossip announces the
+leave (peer.repair.departure), then the services stop.
 
 Clocks: the peer's reactor runs on the monotonic clock (`run_on_monotonic_clock`), so every
 timer and every liveness or expiry decision made from `reactor.seconds()` (gossip, suspicion,
@@ -50,6 +51,7 @@ from peer.quorum import CounterSource
 from peer.record_writer import RecordWriter
 from peer.repair.antientropy import AntiEntropy
 from peer.repair.collector import GarbageCollector
+from peer.repair.departure import Departure
 from peer.repair.handoff import HintedHandoff
 from peer.repair.rejoin import Rejoin, swept_rounds
 from peer.repair.scrubber import Scrubber
@@ -170,6 +172,14 @@ class Node(service.MultiService):
             reactor.seconds,
             lambda: (self.collector.state.accounted, self.collector.state.swept),
             lambda reason: self.rejoin.stale(reason),
+            lambda: self.rejoin.checked,
+        )
+        self.departure = Departure(
+            self.coordinator,
+            self.replica,
+            self.anti_entropy,
+            run_in_thread,
+            reactor.seconds,
             lambda: self.rejoin.checked,
         )
         self.rejoin = Rejoin(
@@ -448,7 +458,7 @@ class Node(service.MultiService):
         self.scrubber.stop()  # a pass paced for hours must not hold up the shutdown
         if self.gossip.running:
             try:
-                await self.gossip.leave()
+                await self.departure.leave(self.gossip.leave, self.config.handover_timeout)
             except Exception as e:
                 log.warning("graceful leave failed: %s", e)
         for round_ in list(self._rounds):  # nor a round waiting on a peer that is stopping too

@@ -25,6 +25,7 @@ class HashRing:
 
     def __init__(self, members: Iterable[str], vnodes: int = DEFAULT_VNODES) -> None:
         self.members = frozenset(members)
+        self._vnodes = vnodes
         points = sorted(
             (ring_position(f"{member}#{i}"), member)
             for member in self.members
@@ -32,6 +33,10 @@ class HashRing:
         )
         self._positions = [position for position, _ in points]
         self._owners = [member for _, member in points]
+
+    def without(self, member: str) -> HashRing:
+        """The ring once `member` has left it."""
+        return HashRing(self.members - {member}, self._vnodes)
 
     def preference(self, key: str, limit: int | None = None) -> list[str]:
         """Distinct members clockwise from `key`'s point, at most `limit` of them."""

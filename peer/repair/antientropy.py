@@ -152,7 +152,7 @@ class AntiEntropy:
         entries: list[tuple[str, bytes]] = []
         orphans: list[str] = []
         under = 0
-        for key, digest, placement in self._local_items(kind):
+        for key, digest, placement in self.local_items(kind):
             homes = ring.preference(placement, n)
             if self._me not in homes:
                 orphans.append(key)
@@ -163,7 +163,7 @@ class AntiEntropy:
                 entries.append((key, digest))
         return _Scan(DigestTree.build(entries), orphans, under)
 
-    def _local_items(self, kind: str) -> Iterator[tuple[str, bytes, str]]:
+    def local_items(self, kind: str) -> Iterator[tuple[str, bytes, str]]:
         """(key, item digest, placement) of every replicated local item of `kind`."""
         if kind == RECORDS:
             for key, siblings in self._replica.records.range():
@@ -272,13 +272,13 @@ class AntiEntropy:
                 self.counters.bytes_moved += len(data)
         for block in sorted(mine - theirs):
             try:
-                data = await self._push_block(partner, block)
+                data = await self.push_block(partner, block)
             except BlockError:
                 continue  # corrupt here (now quarantined): the partner keeps its copy
             self.counters.blocks_pushed += 1
             self.counters.bytes_moved += len(data)
 
-    async def _push_block(self, peer: str, block: str) -> bytes:
+    async def push_block(self, peer: str, block: str) -> bytes:
         """Send `peer` a repair copy of a local block (as old as ours); the bytes sent."""
         data, age = await self._replica.copy_of(block)
         args = {"hash": block, "data": data, "repair": True, "age": age}
@@ -330,7 +330,7 @@ class AntiEntropy:
                 if reply.get("have") == [True]:
                     continue
                 try:
-                    await self._push_block(home, block)
+                    await self.push_block(home, block)
                 except BlockError:
                     return False  # unreadable here: the homes get it from elsewhere
             activity, blocks = self._replica.activity, self._replica.blocks

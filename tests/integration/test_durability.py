@@ -77,17 +77,10 @@ def absent_everywhere(cluster: LocalCluster, paths: list[str]) -> bool:
 
 
 def fully_replicated(cluster: LocalCluster, files: dict[str, bytes], via: str = "p1") -> bool:
-    """Every block of every file has 3 holders. A 404 is "not yet": after two of a key's three
-    homes left, R of the homes asked can be new and still empty until anti-entropy copies the
-    record over (docs/semantics.md, "Ring changes", not guaranteed)."""
+    """Every block of every file has 3 holders."""
     with cluster.client(via) as client:
         for path in files:
-            try:
-                stat = client.stat(path)
-            except QfsError as e:
-                if e.status == 404:
-                    return False
-                raise
+            stat = client.stat(path)
             if any(len(b["holders"]) < 3 for b in stat["blocks"]):
                 return False
     return True
@@ -254,11 +247,15 @@ def test_growing_3_to_5_while_an_old_home_is_stale_serves_the_newest(tmp_path: P
 
 
 def test_shrinking_5_to_3_by_graceful_leaves_keeps_n_copies(tmp_path: Path) -> None:
-    with running_cluster(tmp_path, 5, extra=FAST) as cluster:
+    """Before: a leaving peer handed nothing over; anti-entropy remade the copies later, and
+    meanwhile a read answered by two new homes of a key said 404 (seen in CI)."""
+    no_repair = [*FAST, "--anti-entropy-interval", "600"]  # only the hand-over makes copies
+    with running_cluster(tmp_path, 5, extra=no_repair) as cluster:
         files = write(cluster, 16, seed=6)
-        cluster.kill("p5", signal.SIGTERM)
+        cluster.kill("p5", signal.SIGTERM)  # each waits for the peer to exit
         cluster.kill("p4", signal.SIGTERM)
-        wait_for(lambda: fully_replicated(cluster, files), 40, "3 live copies after 5 -> 3")
+        # each leaver handed its share over before it went: no wait for anti-entropy
+        assert fully_replicated(cluster, files)
         with cluster.client("p2") as client:
             for path, data in files.items():
                 stat = client.stat(path)
