@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from honcho.environ import parse_procfile
 
-STOP_TIMEOUT = 10.0
+STOP_TIMEOUT = 25.0  # a leave first hands over for up to --handover-timeout (20 s by default)
 
 
 @dataclass
