@@ -33,6 +33,7 @@ from storage.vclock import VectorClock
 PRIVATE_FILE = 0o600  # records are every file's metadata and small files' contents
 
 _PAGE = 256  # rows fetched per query when iterating, so the lock is never held across yields
+MAX_TRACKED_CHANGES = 100_000  # keys `take_changes` remembers; past that it says "everything"
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,27 @@ class RecordStore:
         self._reader: sqlite3.Connection | None = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False
         )
+        self._changes_lock = threading.Lock()  # owns _changed and _too_many_changes
+        self._changed: set[str] = set()
+        self._too_many_changes = True  # nothing is known about what was there before
+
+    def take_changes(self) -> set[str] | None:
+        """The keys written or deleted since the last call, or None when that is not known
+        (the first call, or more than MAX_TRACKED_CHANGES keys): read them all then. A key
+        is noted once its change is committed, so a reader told of it sees the change. For
+        one consumer (anti-entropy's digest cache): a call takes what it returns."""
+        with self._changes_lock:
+            changed, unknown = self._changed, self._too_many_changes
+            self._changed, self._too_many_changes = set(), False
+        return None if unknown else changed
+
+    def _note_changed(self, keys: Iterable[str]) -> None:
+        with self._changes_lock:
+            if self._too_many_changes:
+                return
+            self._changed.update(keys)
+            if len(self._changed) > MAX_TRACKED_CHANGES:
+                self._changed, self._too_many_changes = set(), True
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -127,6 +149,24 @@ class RecordStore:
         _check_key(key)
         with self._read_lock:
             return self._load(self._read_conn(), key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, list[Sibling]]:
+        """The siblings of each of `keys` that is present, read _PAGE keys per query."""
+        wanted = sorted(set(keys))
+        for key in wanted:
+            _check_key(key)
+        found: dict[str, list[Sibling]] = {}
+        for start in range(0, len(wanted), _PAGE):
+            page = wanted[start : start + _PAGE]
+            marks = ",".join("?" * len(page))
+            with self._read_lock:
+                rows = (
+                    self._read_conn()
+                    .execute(f"SELECT key, siblings FROM records WHERE key IN ({marks})", page)
+                    .fetchall()
+                )
+            found.update((key, _decode(key, blob)) for key, blob in rows)
+        return found
 
     def put(self, key: str, sibling: Sibling) -> list[Sibling]:
         """Apply the merge rule durably; returns the key's siblings afterwards."""
@@ -190,6 +230,9 @@ class RecordStore:
                         request.error = exc
                     db.execute("RELEASE request")
                 db.execute("COMMIT")
+                self._note_changed(
+                    key for request in batch if request.error is None for key, _ in request.items
+                )
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -231,6 +274,8 @@ class RecordStore:
         _check_key(key)
         with self._lock:
             cursor = self._conn().execute("DELETE FROM records WHERE key = ?", (key,))
+            if cursor.rowcount > 0:
+                self._note_changed([key])
             return cursor.rowcount > 0
 
     def delete_if(self, key: str, still: Callable[[list[Sibling]], bool]) -> bool:
@@ -251,6 +296,8 @@ class RecordStore:
                     db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            if deleted:
+                self._note_changed([key])
             return deleted
 
     def range(self, start: str = "", end: str | None = None) -> Iterator[tuple[str, list[Sibling]]]:

@@ -315,3 +315,47 @@ def test_a_full_database_fails_the_batch_clearly_and_recovers(store: RecordStore
     assert store.get("k0") == [] and store.get("small") == []
     store._conn().execute("PRAGMA max_page_count=1000000")
     assert store.put_many(big)[0] == [Sibling(vc(a=1), b"x" * 3000)]
+
+
+# --- what changed (anti-entropy's digest cache) ----------------------------------------------
+
+
+def test_take_changes_names_each_key_written_or_deleted_since_the_last_call(
+    store: RecordStore,
+) -> None:
+    assert store.take_changes() is None  # what was there before opening is not known
+    store.put_many([("a", Sibling(vc(n=1), b"1")), ("b", Sibling(vc(n=1), b"2"))])
+    store.put("c", Sibling(vc(n=1), b"3"))
+    assert store.take_changes() == {"a", "b", "c"}
+    assert store.take_changes() == set()
+    store.delete("a")
+    store.delete("absent")
+    store.delete_if("b", lambda current: True)
+    store.delete_if("c", lambda current: False)
+    assert store.take_changes() == {"a", "b"}
+
+
+def test_a_write_that_failed_is_not_a_change(store: RecordStore) -> None:
+    store.take_changes()
+    groups = [[("ok", Sibling(vc(n=1), b"1"))], [("bad", "not a sibling")]]  # type: ignore[list-item]
+    outcomes = store.put_groups(groups)  # type: ignore[arg-type]
+    assert isinstance(outcomes[1], Exception)
+    assert store.take_changes() == {"ok"}
+
+
+def test_past_max_tracked_changes_it_says_read_everything(
+    store: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("storage.records.MAX_TRACKED_CHANGES", 3)
+    store.take_changes()
+    store.put_many([(f"k{i}", Sibling(vc(n=1), b"x")) for i in range(4)])
+    assert store.take_changes() is None
+    store.put("k9", Sibling(vc(n=1), b"x"))
+    assert store.take_changes() == {"k9"}
+
+
+def test_get_many_reads_present_keys_across_pages(store: RecordStore) -> None:
+    store.put_many([(f"k{i:04}", Sibling(vc(n=i + 1), b"v")) for i in range(600)])
+    found = store.get_many([f"k{i:04}" for i in range(0, 700, 2)] + ["k0000"])
+    assert sorted(found) == [f"k{i:04}" for i in range(0, 600, 2)]
+    assert found["k0010"] == [Sibling(vc(n=11), b"v")]
