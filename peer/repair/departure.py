@@ -106,14 +106,21 @@ class Departure:
             await announce()
             return
         started = self._now()
-        await self.hand_over(deadline)
+        await self._hand_over_logged(deadline, "before the leave")
         await announce()
-        await self.hand_over(deadline)
+        await self._hand_over_logged(deadline, "after the leave")
         done = self.handed_over
         log.info(
             "left: handed %d records and %d blocks to %d peers in %.1f s",
             done.records, done.blocks, done.homes, self._now() - started,
         )
+
+    async def _hand_over_logged(self, deadline: float, when: str) -> None:
+        """`hand_over`, whose failure is logged: the leave is announced all the same."""
+        try:
+            await self.hand_over(deadline)
+        except Exception:
+            log.exception("hand-over %s failed", when)
 
     async def hand_over(self, deadline: float) -> None:
         """Give each peer that becomes a home without this one what it lacks of its share,

@@ -160,3 +160,18 @@ def test_a_new_home_that_is_down_is_skipped_and_the_others_still_get_theirs(clus
             continue
         (new_home,) = set(after.preference(placement, 3)) - set(ring.preference(placement, 3))
         assert held == (2 if new_home == "n1" else 3), item
+
+
+def test_a_hand_over_that_fails_unexpectedly_still_announces_the_leave(
+    cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network, coordinators = cluster(4)
+    put(coordinators["n0"], "/f", b"w" * 5000)
+    leaver = coordinators["n0"].homes("/f")[0]
+
+    def broken(self, kind, ring, n):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in planning")
+
+    monkeypatch.setattr(Departure, "_plan", broken)
+    leave(network, coordinators, leaver)
+    assert network.states[leaver] == "left"
