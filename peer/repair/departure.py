@@ -184,9 +184,9 @@ class Departure:
         return list(_batches(self._items(keys)))
 
     def _items(self, keys: list[str]) -> Iterator[tuple[list[Any], int]]:
-        records = self._replica.records
+        current = self._replica.records.get_many(keys)
         for key in keys:
-            for sibling in records.get(key):
+            for sibling in current.get(key, []):
                 yield [key, sibling_to_wire(sibling), None], len(sibling.value or b"")
 
 
