@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import errno
 import fcntl
+import io
 import logging
 import mmap
 import os
@@ -43,7 +44,8 @@ _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _FANOUT = [f"{i:02x}" for i in range(256)]
 PRIVATE_DIR = 0o700  # blocks are file contents: no other local user reads them
 BLOCK_FILE = 0o400  # read-only, as content addressing never rewrites a block
-DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct writes
+DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of direct I/O
+DIRECT_READ_MIN = 64 * 1024  # smaller blocks are read through the page cache
 _staging = threading.local()
 # Read errors that say the stored copy itself is bad: an I/O error of the medium, a damaged
 # file system, something other than a file where the block should be.
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def _staging_buffer(size: int) -> mmap.mmap:
-    """This thread's page-aligned buffer of at least `size` bytes, for direct writes."""
+    """This thread's page-aligned buffer of at least `size` bytes, for direct I/O."""
     buffer = getattr(_staging, "buffer", None)
     if buffer is None or len(buffer) < size:
         buffer = _staging.buffer = mmap.mmap(-1, size)
@@ -419,7 +421,7 @@ class DiskBlockStore(BlockStore):
         try:
             with open(path, "rb", buffering=0) as file:
                 opened = os.fstat(file.fileno())
-                data = file.read()
+                data = self._read_contents(file, opened.st_size)
         except FileNotFoundError:
             raise BlockNotFound(hash) from None
         except OSError as e:
@@ -438,6 +440,35 @@ class DiskBlockStore(BlockStore):
             )
             moved = self._quarantine_locked(hash, path) if same else None
         raise BlockCorrupt(hash, moved)
+
+    def _read_contents(self, file: io.FileIO, size: int) -> bytes:
+        """The whole file: the block-aligned bulk of a large block with direct I/O, the rest
+        through the page cache. Blocks are written past the page cache, so a read fills it
+        with pages no later write keeps warm, and on this kind of VM that fill costs ~2 ms of
+        kernel CPU per MiB under load against ~0.1 ms direct (perf: `_copy_to_iter`); a
+        small block is left to the page cache, where a hot one stays."""
+        aligned = size - size % DIRECT_ALIGN if self._direct and size >= DIRECT_READ_MIN else 0
+        if not aligned:
+            return file.read()
+        fd = file.fileno()
+        try:
+            _set_direct(fd, True)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            log.info("no direct I/O under %s (%s); reading through the page cache", self.root, e)
+            self._direct = False
+            return file.read()
+        staging = _staging_buffer(aligned)
+        with memoryview(staging) as view:
+            got = 0
+            while got < aligned:
+                read = os.readv(fd, [view[got:aligned]])
+                if not read:
+                    break
+                got += read
+            _set_direct(fd, False)
+            return b"".join((view[:got], file.read()))
 
     def _unreadable(self, hash: str, path: Path, error: OSError) -> BlockUnreadable:
         """The error for a copy that failed to read, moved to quarantine when the error is

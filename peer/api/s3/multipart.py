@@ -7,9 +7,10 @@ metadata) and one file per part, ``part-00001``..., each written like any file (
 replicated with W acks; the part's MD5 stored with it). Complete writes one manifest at the
 object's path listing every part's blocks in order (no block is copied; garbage collection
 spares them since the parts' manifests reference them until then), computing the whole
-file's BLAKE3 hash by reading the blocks back; a long Complete keeps the connection alive with
-whitespace after a 200, as S3 does, and reports a late failure as an Error document in that
-body. The ETag is S3's: MD5 of the parts' binary MD5s, a dash, the number of parts.
+file's BLAKE3 hash by reading the blocks back (hashed in a worker thread); a long Complete
+keeps the connection alive with whitespace after a 200, as S3 does, and reports a late failure
+as an Error document in that body. The ETag is S3's: MD5 of the parts' binary MD5s, a dash,
+the number of parts.
 
 An upload neither completed nor aborted within the expiry (``--s3-upload-expiry``, default 7
 days, counted from its creation) is gone for clients at once (NoSuchUpload, not listed) and
@@ -35,7 +36,7 @@ from twisted.internet import defer
 from peer.api.s3.errors import S3Error, access_denied, bad_request, from_api_error
 from peer.api.s3.names import UPLOADS, iso_time, object_path, quoted
 from peer.api.s3.objects import byte_range, copy_source, parse_range, request_meta
-from peer.api.s3.payload import Verified
+from peer.api.s3.payload import DIGEST_BACKLOG, Digests, Verified
 from peer.api.s3.xml import document, error_document, parse, text_of
 from peer.body import FileBody
 from peer.config import S3_UPLOAD_EXPIRY
@@ -436,12 +437,15 @@ class MultipartOperations:
             size = sum(b.size for b in blocks)
             whole = Manifest(size, 0.0, 0o600, "", tuple(blocks))
             hasher = blake3.blake3()
+            digests = Digests([hasher], self.s3.run_in_thread)  # off the reactor
             last = self.c.now()
             async for chunk in self.c.stream(whole):
-                hasher.update(chunk)
+                digests.feed(chunk)
+                await digests.drained(DIGEST_BACKLOG)
                 if self.c.now() - last > KEEPALIVE:
                     last = self.c.now()
                     request.write(b" ")
+            await digests.drained()
             md5s = b"".join(bytes.fromhex(etag) for _, etag in wanted)
             etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
             meta = (("etag", etag), *(tuple(pair) for pair in info["meta"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+import storage.blocks
 from storage.blocks import (
+    DIRECT_READ_MIN,
     BlockCorrupt,
     BlockError,
     BlockNotFound,
@@ -311,9 +314,13 @@ def test_a_copy_is_dated_by_its_age_and_a_stored_block_keeps_its_time(store: Blo
 # --- direct I/O ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [1, 4095, 4096, 4097, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 5])
+@pytest.mark.parametrize(
+    "size",
+    [1, 4095, 4096, 4097, 65535, 65536, 65537, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 5],
+)
 def test_disk_durable_puts_keep_every_byte(tmp_path: Path, size: int) -> None:
-    """Direct writes cover the block-aligned bulk and buffered ones the tail; both land."""
+    """Direct writes (and reads, from 64 KiB) cover the block-aligned bulk and buffered ones
+    the tail; every byte lands and comes back."""
     store = DiskBlockStore(tmp_path / "blocks")
     data = os.urandom(size)
     stored = store.put(data)
@@ -338,6 +345,54 @@ def test_disk_without_direct_io_falls_back_to_the_page_cache(
     assert store.get(store.put(second)) == second
     assert len(refusals) == 1  # the store stops asking after the first refusal
     assert os.listdir(store.root / "incoming") == []
+
+
+def test_disk_reads_large_blocks_past_the_page_cache_and_small_ones_through_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DiskBlockStore(tmp_path / "blocks")
+    small, large = os.urandom(DIRECT_READ_MIN - 1), os.urandom(DIRECT_READ_MIN + 4096 + 3)
+    stored = store.put(small), store.put(large)
+    switched = []
+    real = storage.blocks._set_direct
+
+    def recording(fd: int, on: bool) -> None:
+        switched.append(on)
+        real(fd, on)
+
+    monkeypatch.setattr("storage.blocks._set_direct", recording)
+    assert store.get(stored[0]) == small
+    assert switched == []
+    assert store.get(stored[1]) == large
+    assert switched == [True, False]
+
+
+def test_disk_reads_fall_back_to_the_page_cache_where_direct_io_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DiskBlockStore(tmp_path / "blocks")
+    data = os.urandom(1 << 20)
+    stored = store.put(data)
+    refusals = []
+
+    def no_direct_io(fd: int, on: bool) -> None:
+        if on:
+            refusals.append(fd)
+            raise OSError(errno.EINVAL, "direct I/O not supported")
+
+    monkeypatch.setattr("storage.blocks._set_direct", no_direct_io)
+    assert store.get(stored) == data
+    assert store.get(stored) == data
+    assert len(refusals) == 1
+
+
+def test_disk_store_on_tmpfs_without_direct_io_keeps_every_byte() -> None:
+    """tmpfs (the chaos suite's small disks) has no O_DIRECT: the real refusal is handled."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as root:
+        store = DiskBlockStore(Path(root) / "blocks")
+        data = os.urandom((1 << 20) + 5)
+        assert store.get(store.put(data)) == data
+        assert DiskBlockStore(Path(root) / "blocks").get(block_hash(data)) == data
 
 
 def test_disk_write_errors_other_than_no_direct_io_fail_the_put(
