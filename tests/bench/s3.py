@@ -187,25 +187,30 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
         native = cluster.client("p1", timeout=600, token=user_token)
         native_reader = cluster.client("p2", timeout=600, token=user_token)
 
+        pids = [peer.pid for peer in cluster.peers]
         figures: dict[str, list[float]] = {}
         for round_ in range(ROUNDS):  # interleaved, so both see the same noisy machine
             data = os.urandom(big_mb * MiB)  # fresh for each: blocks are content-addressed
+            settle(pids)  # W=2: the third replica may still be writing the step before
             started = time.perf_counter()
             native.put(f"/native/big{round_}", data)
             figures.setdefault("native_put_MBps", []).append(
                 len(data) / (time.perf_counter() - started) / 1e6
             )
             data = os.urandom(big_mb * MiB)
+            settle(pids)
             started = time.perf_counter()
             s3.put_object(Bucket="bench", Key=f"big{round_}", Body=data)
             figures.setdefault("s3_put_MBps", []).append(
                 len(data) / (time.perf_counter() - started) / 1e6
             )
+            settle(pids)
             started = time.perf_counter()
             native_reader.get(f"/native/big{round_}", Discard())
             figures.setdefault("native_get_MBps", []).append(
                 len(data) / (time.perf_counter() - started) / 1e6
             )
+            settle(pids)
             started = time.perf_counter()
             body = s3_reader.get_object(Bucket="bench", Key=f"big{round_}")["Body"]
             for _ in body.iter_chunks(MiB):
@@ -225,7 +230,7 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
                     small * (2 if count > 1 else 1),
                     lambda i: warmed(cluster.client(names[i % 3], token=user_token), i),
                     lambda i: warmed(s3_client(endpoints[i % 3], key), i),
-                    [peer.pid for peer in cluster.peers],
+                    pids,
                 )
             )
         for op in (
@@ -244,12 +249,14 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
             native_source, source = root / "native.bin", root / "multipart.bin"
             for path in (native_source, source):
                 fresh_file(path, multipart_mb)
+            settle(pids)
             started = time.perf_counter()
             with native_source.open("rb") as data:
                 native.put("/native/multipart.bin", data)
             results["native_file_MBps"] = round(
                 multipart_mb * MiB / (time.perf_counter() - started) / 1e6, 1
             )
+            settle(pids)
             results["idle_rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
             peak = PeakRss([p.pid for p in cluster.peers])
             transfer = TransferConfig(multipart_chunksize=8 * MiB, max_concurrency=10)

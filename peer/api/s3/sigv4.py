@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from calendar import timegm
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from time import strptime
+from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from peer.api.s3.errors import S3Error, access_denied, bad_request
@@ -175,10 +175,15 @@ def parse_presigned(query: Mapping[str, str]) -> SignedRequest:
 
 def timestamp(amz_date: str) -> int:
     """Seconds since the epoch of a YYYYMMDDTHHMMSSZ date."""
-    try:
-        return timegm(strptime(amz_date, "%Y%m%dT%H%M%SZ"))
-    except ValueError:
-        raise access_denied(f"X-Amz-Date {amz_date!r} is not a date") from None
+    if _AMZ_DATE.fullmatch(amz_date):
+        fields = (amz_date[0:4], amz_date[4:6], amz_date[6:8], amz_date[9:11], amz_date[11:13])
+        try:  # datetime checks the ranges; strptime cost ~5x as much per request
+            at = datetime(*map(int, fields), int(amz_date[13:15]), tzinfo=UTC)
+        except ValueError:
+            pass
+        else:
+            return int(at.timestamp())
+    raise access_denied(f"X-Amz-Date {amz_date!r} is not a date")
 
 
 def check_time(signed: SignedRequest, now: float) -> None:
@@ -246,9 +251,16 @@ def canonical_request(
 
 def signing_key(secret: str, credential: Credential) -> bytes:
     """The key derived from the secret for one day, region and service."""
-    key = _hmac(("AWS4" + secret).encode(), credential.date)
-    key = _hmac(key, credential.region)
-    key = _hmac(key, credential.service)
+    return _signing_key(secret, credential.date, credential.region, credential.service)
+
+
+@lru_cache(maxsize=1024)
+def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """Four HMACs, the same for every request of a key in a day: derived once (a secret here
+    is as safe as in the key cache it came from)."""
+    key = _hmac(("AWS4" + secret).encode(), date)
+    key = _hmac(key, region)
+    key = _hmac(key, service)
     return _hmac(key, "aws4_request")
 
 
@@ -258,7 +270,7 @@ def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
 
 def sign(key: bytes, text: str) -> str:
     """The hex HMAC-SHA256 of `text` under `key`."""
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, text.encode(), "sha256").hex()
 
 
 def canonical_uris(raw_path: str) -> list[str]:
@@ -337,4 +349,4 @@ class ChunkSigner:
 
 
 def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, text.encode(), "sha256")

@@ -156,3 +156,25 @@ def test_botocore_signatures_verify(path: str, query: str, presign: bool) -> Non
 def test_malformed_authorization_headers_say_what_is_wrong(header: str, complaint: str) -> None:
     with pytest.raises(S3Error, match=complaint):
         sigv4.parse_header(header, DATE)
+
+
+def test_request_dates_are_read_as_utc_and_impossible_ones_refused() -> None:
+    assert sigv4.timestamp("19700101T000000Z") == 0
+    assert sigv4.timestamp("20240229T235959Z") == 1709251199  # a leap day's last second
+    for bad in ("20231301T000000Z", "20230230T000000Z", "20230101T240000Z", "2023011T000000Z"):
+        with pytest.raises(S3Error, match="is not a date") as refused:
+            sigv4.timestamp(bad)
+        assert refused.value.code == "AccessDenied"
+
+
+def test_signing_keys_differ_by_secret_day_region_and_service() -> None:
+    """The derived key is cached: a cache keyed on too little would sign for the wrong one."""
+    base = sigv4.Credential(KEY, "20130524", "us-east-1", "s3")
+    keys = {
+        sigv4.signing_key(SECRET, base),
+        sigv4.signing_key(SECRET + "x", base),
+        sigv4.signing_key(SECRET, sigv4.Credential(KEY, "20130525", "us-east-1", "s3")),
+        sigv4.signing_key(SECRET, sigv4.Credential(KEY, "20130524", "eu-west-1", "s3")),
+        sigv4.signing_key(SECRET, sigv4.Credential(KEY, "20130524", "us-east-1", "sts")),
+    }
+    assert len(keys) == 5
