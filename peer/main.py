@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from peer.allocator import CLIENT_BUFFER, keep_buffers_in_heap
 from peer.client import cli
 from peer.client.api_client import Client
 
@@ -56,6 +57,7 @@ PROGRAMS = cli.Programs(run_peer=run_peer, open_ui=open_ui, run_cluster=run_clus
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``qfs`` console script; returns the exit status."""
+    keep_buffers_in_heap(CLIENT_BUFFER)  # a peer tunes again for its own block size
     return cli.main(argv, PROGRAMS)
 
 

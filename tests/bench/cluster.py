@@ -46,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from peer.allocator import CLIENT_BUFFER, keep_buffers_in_heap
 from peer.client.api_client import Client
 from storage.fsutil import sync_dir
 from tests.support import LocalCluster, make_cluster_dir, print_results
@@ -439,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tls", action="store_true", help="open vs secure cluster, side by side (see above)"
     )
     args = parser.parse_args(argv)
+    keep_buffers_in_heap(CLIENT_BUFFER)  # the clients measured run as in the qfs program
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-bench-") as tmp:
         if args.tls:
             results = run_tls(Path(tmp), args.big_mb, args.small, args.rounds)

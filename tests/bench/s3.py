@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from peer.allocator import CLIENT_BUFFER, keep_buffers_in_heap
 from peer.client.api_client import Client
 from tests.bench.cluster import (
     CpuSplit,
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multipart-mb", type=int, default=1024, help="multipart upload (MiB)")
     parser.add_argument("--dir", type=Path, help="where data goes (default: a temp dir)")
     args = parser.parse_args(argv)
+    keep_buffers_in_heap(CLIENT_BUFFER)  # the clients measured run as in the qfs program
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="qfs-s3-bench-") as tmp:
         results = run(Path(tmp), args.big_mb, args.small, args.multipart_mb)
     print_results(results, args.json)

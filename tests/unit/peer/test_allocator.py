@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from peer.allocator import keep_buffers_in_heap
+from peer.allocator import CLIENT_BUFFER, keep_buffers_in_heap
 from peer.config import MAX_BLOCK_SIZE
 
 
@@ -28,3 +28,14 @@ def test_a_c_library_without_mallopt_is_reported(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr("peer.allocator.ctypes.CDLL", no_library)
     assert keep_buffers_in_heap(1 << 20) is False
+
+
+def test_the_qfs_program_tunes_its_allocator_for_client_buffers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import peer.main
+
+    asked = []
+    monkeypatch.setattr(peer.main, "keep_buffers_in_heap", asked.append)
+    assert peer.main.main(["--help"]) == 0
+    assert asked == [CLIENT_BUFFER]
