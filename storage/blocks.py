@@ -16,7 +16,8 @@ directory, so a crash leaves either no block or the whole block under its final 
 files left by a crash are wiped when the store opens. The directories are 0700 (tightened
 when the store opens) and block files 0400. One process owns a root at a time
 (``storage.datadir.DataDir`` holds the lock). All methods are thread-safe. With fsync on,
-block contents are written with direct I/O where the file system allows it.
+block contents are written, and blocks of 64 KiB or more read, with direct I/O where the file
+system allows it.
 """
 
 from __future__ import annotations

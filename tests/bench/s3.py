@@ -14,7 +14,8 @@ one client, the CPU each 4 KiB operation costs the peers and the client (`*_peer
 `*_client_cpu_us`: boto3 spends more than the native client); then a file of
 `--multipart-mb` MiB on disk uploaded through boto3's managed transfer (`upload_file`: 8 MiB
 parts, 10 threads) and another of the same size with one native put, with the peers' peak RSS
-during the multipart upload.
+during the multipart upload and how long its CompleteMultipartUpload took (which reads the
+object back for its BLAKE3 hash).
 """
 
 from __future__ import annotations
@@ -261,11 +262,18 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
             results["idle_rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
             peak = PeakRss([p.pid for p in cluster.peers])
             transfer = TransferConfig(multipart_chunksize=8 * MiB, max_concurrency=10)
+            complete: list[float] = []  # when boto3's CompleteMultipartUpload began and ended
+            for event in ("before-call", "after-call"):
+                s3.meta.events.register(
+                    f"{event}.s3.CompleteMultipartUpload",
+                    lambda **_: complete.append(time.perf_counter()),  # None: boto3 goes on
+                )
             started = time.perf_counter()
             s3.upload_file(str(source), "bench", "multipart.bin", Config=transfer)
             elapsed = time.perf_counter() - started
             results["s3_multipart_MBps"] = round(multipart_mb * MiB / elapsed / 1e6, 1)
             results["s3_multipart_s"] = round(elapsed, 1)
+            results["s3_multipart_complete_s"] = round(complete[1] - complete[0], 2)
             results["s3_multipart_peak_rss_MB"] = round(peak.stop(), 1)
             results["ratio_multipart_MBps"] = round(
                 results["s3_multipart_MBps"] / results["native_file_MBps"], 2
