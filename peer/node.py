@@ -48,7 +48,7 @@ from peer.connections import ConnectionLimit
 from peer.coordinator import Coordinator, QuorumSettings
 from peer.quorum import CounterSource
 from peer.record_writer import RecordWriter
-from peer.repair.antientropy import AntiEntropy
+from peer.repair.antientropy import AntiEntropy, let_reactor_run
 from peer.repair.collector import GarbageCollector
 from peer.repair.departure import Departure
 from peer.repair.handoff import HintedHandoff
@@ -172,6 +172,7 @@ class Node(service.MultiService):
             lambda: (self.collector.state.accounted, self.collector.state.swept),
             lambda reason: self.rejoin.stale(reason),
             lambda: self.rejoin.checked,
+            pause=let_reactor_run,
         )
         self.departure = Departure(
             self.coordinator,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,16 @@ PULL_SCAN = 5_000  # items looked at per ae.pull call, whatever it finds
 STALE = "stale"
 FULL_SCAN_EVERY = 30  # record scans between two that read every record: a check on the cache
 MAX_CACHED_DIGESTS = 250_000  # records whose digests are kept between scans (~200 B each)
+SCAN_SLICE = 500  # items a scan looks at between two pauses (see let_reactor_run)
+REACTOR_TURN = 0.0002  # seconds a scan's thread sleeps at each pause
+
+
+def let_reactor_run() -> None:
+    """A pause for a scan's worker thread, so the reactor takes the GIL. A pure-Python scan
+    otherwise keeps it for the interpreter's switch interval (5 ms) every time the reactor asks
+    for it back, which a 4 KiB write does dozens of times: 3-peer put loop under anti-entropy,
+    60 of ~7,000 puts over 20 ms, all in the second after each round began."""
+    time.sleep(REACTOR_TURN)
 
 
 def placement_of(key: str) -> str | None:
@@ -82,10 +93,12 @@ class RecordDigests:
     the last one, and every FULL_SCAN_EVERY-th scan (or when the store lost count) reads
     them all. Thread-safe: scans run in worker threads."""
 
-    def __init__(self, records: RecordStore) -> None:
+    def __init__(self, records: RecordStore, pause: Callable[[], None] = lambda: None) -> None:
+        """`pause` is called every SCAN_SLICE records a full read digests."""
         self._records = records
+        self._pause = pause
         self._lock = threading.Lock()
-        self._digests: dict[str, bytes] | None = None
+        self._digests: dict[str, tuple[bytes, str]] | None = None  # key -> digest, placement
         self._scans = 0
         self.full_scans = 0
 
@@ -94,11 +107,7 @@ class RecordDigests:
         with self._lock:
             changed = self._records.take_changes()
             if self._digests is None or changed is None or self._scans >= FULL_SCAN_EVERY:
-                self._digests = {
-                    key: record_digest(key, siblings)
-                    for key, siblings in self._records.range()
-                    if siblings and placement_of(key) is not None
-                }
+                self._digests = self._read_all()
                 self._scans = 0
                 self.full_scans += 1
             else:
@@ -107,17 +116,54 @@ class RecordDigests:
             digests = self._digests
             if len(digests) > MAX_CACHED_DIGESTS:
                 self._digests = None  # too many to keep: the next scan reads them all again
-            return [(key, digest, placement_of(key) or key) for key, digest in digests.items()]
+            return [(key, digest, placement) for key, (digest, placement) in digests.items()]
 
-    def _refresh(self, digests: dict[str, bytes], changed: set[str]) -> None:
-        replicated = [key for key in changed if placement_of(key) is not None]
-        current = self._records.get_many(replicated)
-        for key in replicated:
+    def _read_all(self) -> dict[str, tuple[bytes, str]]:
+        digests = {}
+        for count, (key, siblings) in enumerate(self._records.range(), 1):
+            placement = placement_of(key)
+            if siblings and placement is not None:
+                digests[key] = (record_digest(key, siblings), placement)
+            if count % SCAN_SLICE == 0:
+                self._pause()
+        return digests
+
+    def _refresh(self, digests: dict[str, tuple[bytes, str]], changed: set[str]) -> None:
+        replicated = {key: placement_of(key) for key in changed}
+        current = self._records.get_many([key for key, at in replicated.items() if at])
+        for key, placement in replicated.items():
             siblings = current.get(key)
-            if siblings:
-                digests[key] = record_digest(key, siblings)
+            if siblings and placement is not None:
+                digests[key] = (record_digest(key, siblings), placement)
             else:
                 digests.pop(key, None)
+
+
+class HomesCache:
+    """The N homes of each placement on one ring, kept between scans: every exchange scans
+    several times on both peers, and walking the ring for every key each time was a third of
+    a scan (profiled). A different ring (membership changed) or N starts afresh."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ring: HashRing | None = None
+        self._n = 0
+        self._homes: dict[str, tuple[str, ...]] = {}
+
+    def on(self, ring: HashRing, n: int) -> Callable[[str], tuple[str, ...]]:
+        """`placement` -> its homes on `ring` (thread-safe: scans run in worker threads)."""
+        with self._lock:
+            if ring is not self._ring or n != self._n or len(self._homes) > MAX_CACHED_DIGESTS:
+                self._ring, self._n, self._homes = ring, n, {}
+            homes = self._homes
+
+        def homes_of(placement: str) -> tuple[str, ...]:
+            found = homes.get(placement)
+            if found is None:
+                found = homes[placement] = tuple(ring.preference(placement, n))
+            return found
+
+        return homes_of
 
 
 @dataclass
@@ -160,10 +206,12 @@ class AntiEntropy:
         rounds: Callable[[], tuple[int, int]] = lambda: (0, 0),
         on_stale: Callable[[str], Any] = lambda reason: None,
         may_exchange: Callable[[], bool] = lambda: True,
+        pause: Callable[[], None] = lambda: None,
     ) -> None:
         """`rounds` gives this peer's (accounted, swept) collection rounds; `on_stale` is told
         when a partner shows this peer's data predates a sweep it missed; rounds start only once
-        `may_exchange()` (this peer's rounds were compared with the cluster's)."""
+        `may_exchange()` (this peer's rounds were compared with the cluster's); a scan calls
+        `pause` every SCAN_SLICE items (a peer: let_reactor_run)."""
         self._coordinator = coordinator
         self._replica = replica
         self._run = run_in_thread
@@ -174,7 +222,9 @@ class AntiEntropy:
         self._turn = 0
         self._running = False
         self.counters = RepairCounters()
-        self.record_digests = RecordDigests(replica.records)
+        self._pause = pause
+        self.record_digests = RecordDigests(replica.records, pause)
+        self._homes = HomesCache()
 
     @property
     def _me(self) -> str:
@@ -202,15 +252,19 @@ class AntiEntropy:
         entries: list[tuple[str, bytes]] = []
         orphans: list[str] = []
         under = 0
-        for key, digest, placement in self.local_items(kind):
-            homes = ring.preference(placement, n)
-            if self._me not in homes:
+        homes_of = self._homes.on(ring, n)
+        me = self._me
+        for count, (key, digest, placement) in enumerate(self.local_items(kind), 1):
+            homes = homes_of(placement)
+            if me not in homes:
                 orphans.append(key)
-                continue
-            if not set(homes) <= up:
-                under += 1
-            if shared_homes(homes, self._me, partner):
-                entries.append((key, digest))
+            else:
+                if not up.issuperset(homes):
+                    under += 1
+                if shared_homes(homes, me, partner):
+                    entries.append((key, digest))
+            if count % SCAN_SLICE == 0:
+                self._pause()
         return _Scan(DigestTree.build(entries), orphans, under)
 
     def local_items(self, kind: str) -> Iterator[tuple[str, bytes, str]]:

@@ -10,7 +10,7 @@ buckets that differ are exchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import blake3
@@ -80,6 +80,6 @@ class DigestTree:
         return sorted(key for b in buckets for key in self.items.get(b, {}))
 
 
-def shared_homes(homes: list[str], me: str, partner: str) -> bool:
+def shared_homes(homes: Sequence[str], me: str, partner: str) -> bool:
     """Whether an item with these home replicas belongs on both `me` and `partner`."""
     return me in homes and partner in homes
