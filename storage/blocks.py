@@ -407,14 +407,19 @@ class DiskBlockStore(BlockStore):
                     _write_all(fd, view[:aligned])
                 _set_direct(fd, False)
             except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                log.info("no direct I/O under %s (%s); using the page cache", self.root, e)
-                self._direct = False
+                self._stop_direct_io(e, "writing")
                 os.ftruncate(fd, 0)
                 os.lseek(fd, 0, os.SEEK_SET)
                 aligned = 0
         _write_all(fd, data[aligned:])
+
+    def _stop_direct_io(self, error: OSError, doing: str) -> None:
+        """Re-raise `error` unless it says this file system has no direct I/O (EINVAL, as
+        tmpfs); then go through the page cache from now on."""
+        if error.errno != errno.EINVAL:
+            raise error
+        log.info("no direct I/O under %s (%s); %s through the page cache", self.root, error, doing)
+        self._direct = False
 
     def get(self, hash: str) -> bytes:
         """See BlockStore.get."""
@@ -455,10 +460,7 @@ class DiskBlockStore(BlockStore):
         try:
             _set_direct(fd, True)
         except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            log.info("no direct I/O under %s (%s); reading through the page cache", self.root, e)
-            self._direct = False
+            self._stop_direct_io(e, "reading")
             return file.read()
         staging = _staging_buffer(aligned)
         with memoryview(staging) as view:

@@ -129,11 +129,11 @@ class RecordDigests:
         return digests
 
     def _refresh(self, digests: dict[str, tuple[bytes, str]], changed: set[str]) -> None:
-        replicated = {key: placement_of(key) for key in changed}
-        current = self._records.get_many([key for key, at in replicated.items() if at])
-        for key, placement in replicated.items():
+        placements = {key: at for key in changed if (at := placement_of(key)) is not None}
+        current = self._records.get_many(list(placements))
+        for key, placement in placements.items():
             siblings = current.get(key)
-            if siblings and placement is not None:
+            if siblings:
                 digests[key] = (record_digest(key, siblings), placement)
             else:
                 digests.pop(key, None)

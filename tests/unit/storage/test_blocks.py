@@ -328,10 +328,10 @@ def test_disk_durable_puts_keep_every_byte(tmp_path: Path, size: int) -> None:
     assert DiskBlockStore(tmp_path / "blocks").get(stored) == data
 
 
-def test_disk_without_direct_io_falls_back_to_the_page_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    refusals = []
+def refuse_direct_io(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every switch to direct I/O fail as a file system without it does (EINVAL); the
+    list collects the descriptors refused."""
+    refusals: list[int] = []
 
     def no_direct_io(fd: int, on: bool) -> None:
         if on:
@@ -339,6 +339,13 @@ def test_disk_without_direct_io_falls_back_to_the_page_cache(
             raise OSError(errno.EINVAL, "direct I/O not supported")
 
     monkeypatch.setattr("storage.blocks._set_direct", no_direct_io)
+    return refusals
+
+
+def test_disk_without_direct_io_falls_back_to_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusals = refuse_direct_io(monkeypatch)
     store = DiskBlockStore(tmp_path / "blocks")
     first, second = os.urandom(3 * 4096 + 7), os.urandom(1 << 20)
     assert store.get(store.put(first)) == first
@@ -373,14 +380,7 @@ def test_disk_reads_fall_back_to_the_page_cache_where_direct_io_is_refused(
     store = DiskBlockStore(tmp_path / "blocks")
     data = os.urandom(1 << 20)
     stored = store.put(data)
-    refusals = []
-
-    def no_direct_io(fd: int, on: bool) -> None:
-        if on:
-            refusals.append(fd)
-            raise OSError(errno.EINVAL, "direct I/O not supported")
-
-    monkeypatch.setattr("storage.blocks._set_direct", no_direct_io)
+    refusals = refuse_direct_io(monkeypatch)
     assert store.get(stored) == data
     assert store.get(stored) == data
     assert len(refusals) == 1
