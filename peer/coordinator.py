@@ -289,7 +289,27 @@ class Coordinator:
             node: self.call(node, "record.put", {"items": items})
             for node, items in per_node.items()
         }
-        await QuorumCall(what, calls, w, counted, self.cluster.name_of).result()
+        quorum = QuorumCall(what, calls, w, counted, self.cluster.name_of)
+        quorum.finished.addCallback(
+            lambda tally: defer.ensureDeferred(self._keep_undelivered(per_node, tally, what))
+        )
+        await quorum.result()
+
+    async def _keep_undelivered(
+        self, sent: dict[str, list[list[Any]]], tally: QuorumTally, what: str
+    ) -> None:
+        """Store here, with a hint for the home it was meant for, every item a peer did not
+        acknowledge, whatever the quorum's outcome: hinted handoff then completes the write
+        once that home answers. A file's manifest and its directory entry have different homes,
+        so a write that reached only some of them (a coordinator cut off mid-write) would
+        otherwise leave one without the other for good: a listed file no read finds."""
+        me = self.cluster.self_id
+        for node in sorted(tally.failures.keys() - {me}):
+            items = [[key, wire, hint_for or node] for key, wire, hint_for in sent[node]]
+            try:
+                await self.call(me, "record.put", {"items": items})
+            except Exception as e:  # our own disk (full?): nothing more to do here
+                log.warning("%s: cannot keep what %s did not take: %s", what, node, e)
 
     async def read_groups(
         self, groups: list[tuple[str, list[str]]], r: int, what: str
