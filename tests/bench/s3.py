@@ -16,14 +16,26 @@ one client, the CPU each 4 KiB operation costs the peers and the client (`*_peer
 parts, 10 threads) and another of the same size with one native put, with the peers' peak RSS
 during the multipart upload and how long its CompleteMultipartUpload took (which reads the
 object back for its BLAKE3 hash).
+
+What the client and the protocol cost, measured in the same run, bounds each ratio from above
+(`*_bound` figures). With one client a request waits for boto3's CPU: even with peers that
+served an S3 request as fast as a native one, the client's extra CPU per operation alone
+leaves at most 1 / (1 + native ops/s * extra seconds). An upload's bytes cross two cores that
+the client and the peers share; S3 makes them compute digests a native put does not (the
+server's MD5 for the ETag, SHA-256 on both ends when the payload is signed, the
+`x-amz-checksum-*` algorithm on both ends: read from the request boto3 sent), and at the
+cores' use of the native upload those digests alone leave at most native CPU / (native CPU +
+digest CPU), the digests timed here.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -38,6 +50,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from peer.allocator import CLIENT_BUFFER, keep_buffers_in_heap
+from peer.api.s3.payload import checksum
 from peer.client.api_client import Client
 from tests.bench.cluster import (
     CpuSplit,
@@ -98,6 +111,55 @@ def timed_processes(make_client, count: int, ops: int, op) -> tuple[float, list[
     return ops / (max(ends) - started), latencies
 
 
+def required_digests(headers: dict[str, str]) -> list[str]:
+    """The digests an S3 upload sent with `headers` makes the client and the server compute
+    that a native put does not: the server's MD5 (the ETag), SHA-256 on both ends when the
+    payload is signed (x-amz-content-sha256 is a hex digest), the checksum algorithm boto3
+    announced (x-amz-sdk-checksum-algorithm) on both ends."""
+    names = ["md5"]
+    if re.fullmatch("[0-9a-f]{64}", headers.get("x-amz-content-sha256", "")):
+        names += ["sha256", "sha256"]
+    algorithm = headers.get("x-amz-sdk-checksum-algorithm", "").lower()
+    if algorithm:
+        names += [algorithm, algorithm]
+    return names
+
+
+def digest_seconds(names: list[str], megabytes: float) -> float:
+    """The CPU seconds the digests `names` take over `megabytes` MiB here (timed on 64 MiB)."""
+    sample = os.urandom(64 * MiB)
+    started = time.process_time()
+    for name in names:
+        (hashlib.md5() if name == "md5" else checksum(name)).update(sample)
+    return (time.process_time() - started) * megabytes / 64
+
+
+def upload_headers(client, operation: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The headers of the last `operation` request `client` sends, filled in as it is sent."""
+    seen: dict[str, str] = {}
+
+    def keep(request, **_: object) -> None:  # type: ignore[no-untyped-def]
+        seen.clear()
+        for name, value in request.headers.items():
+            seen[name.lower()] = value.decode() if isinstance(value, bytes) else value
+
+    client.meta.events.register(f"before-send.s3.{operation}", keep)
+    return seen
+
+
+def digest_bound(native_cpu: float, headers: dict[str, str], megabytes: float) -> float:
+    """native CPU / (native CPU + the digests S3 adds): the S3/native ratio of an upload of
+    `megabytes` MiB at the native upload's use of the cores, were the digests its only extra."""
+    extra = digest_seconds(required_digests(headers), megabytes)
+    return round(native_cpu / (native_cpu + extra), 2)
+
+
+def client_bound(native_ops: float, native_client_us: float, s3_client_us: float) -> float:
+    """The S3/native ratio of one client's operations if boto3's extra CPU per operation were
+    the only difference: 1 / (1 + native ops/s * extra seconds)."""
+    return round(1 / (1 + native_ops * max(0.0, s3_client_us - native_client_us) / 1e6), 2)
+
+
 def warmed(client, index: int):  # type: ignore[no-untyped-def]
     """`client` after one request of each kind the benchmark makes, untimed: boto3 loads its
     service model and resolves the endpoint on first use, in every process."""
@@ -153,6 +215,13 @@ def small_figures(  # type: ignore[no-untyped-def]
     )
     figures[f"s3_small_get_ops{label}"] = round(rate, 1)
     figures[f"s3_small_get_p99_ms{label}"] = round(percentile(lat, 0.99), 2)
+    if count == 1:
+        for op in ("put", "get"):
+            figures[f"ratio_small_{op}_ops_client_bound"] = client_bound(
+                figures[f"native_small_{op}_ops"],
+                figures[f"native_small_{op}_client_cpu_us"],
+                figures[f"s3_small_{op}_client_cpu_us"],
+            )
     return figures
 
 
@@ -186,19 +255,22 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
         s3 = s3_client(endpoints[0], key)
         s3_reader = s3_client(endpoints[1], key)
         s3.create_bucket(Bucket="bench")
+        put_headers = upload_headers(s3, "PutObject")
         native = cluster.client("p1", timeout=600, token=user_token)
         native_reader = cluster.client("p2", timeout=600, token=user_token)
 
         pids = [peer.pid for peer in cluster.peers]
         figures: dict[str, list[float]] = {}
+        native_put_cpu = 0.0
         for round_ in range(ROUNDS):  # interleaved, so both see the same noisy machine
             data = os.urandom(big_mb * MiB)  # fresh for each: blocks are content-addressed
             settle(pids)  # W=2: the third replica may still be writing the step before
-            started = time.perf_counter()
+            split, started = CpuSplit(pids), time.perf_counter()
             native.put(f"/native/big{round_}", data)
             figures.setdefault("native_put_MBps", []).append(
                 len(data) / (time.perf_counter() - started) / 1e6
             )
+            native_put_cpu += sum(split.stop())
             data = os.urandom(big_mb * MiB)
             settle(pids)
             started = time.perf_counter()
@@ -222,6 +294,9 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
             )
         for name, values in figures.items():
             results[name] = round(statistics.median(values), 1)
+        results["ratio_put_MBps_digest_bound"] = digest_bound(
+            native_put_cpu, put_headers, ROUNDS * big_mb
+        )
 
         names = ["p1", "p2", "p3"]
         for label, count in (("", 1), ("_c16", 16)):
@@ -252,12 +327,14 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
             for path in (native_source, source):
                 fresh_file(path, multipart_mb)
             settle(pids)
-            started = time.perf_counter()
+            split, started = CpuSplit(pids), time.perf_counter()
             with native_source.open("rb") as data:
                 native.put("/native/multipart.bin", data)
-            results["native_file_MBps"] = round(
-                multipart_mb * MiB / (time.perf_counter() - started) / 1e6, 1
-            )
+            elapsed = time.perf_counter() - started
+            native_cpu = sum(split.stop())
+            results["native_file_MBps"] = round(multipart_mb * MiB / elapsed / 1e6, 1)
+            results["native_file_cpu_s"] = round(native_cpu, 1)
+            results["native_file_cores_busy"] = round(native_cpu / elapsed, 2)
             settle(pids)
             results["idle_rss_MB_max"] = round(max(rss_mb(p.pid) for p in cluster.peers), 1)
             peak = PeakRss([p.pid for p in cluster.peers])
@@ -268,15 +345,22 @@ def run(root: Path, big_mb: int, small: int, multipart_mb: int) -> dict[str, flo
                     f"{event}.s3.CompleteMultipartUpload",
                     lambda **_: complete.append(time.perf_counter()),  # None: boto3 goes on
                 )
-            started = time.perf_counter()
+            part_headers = upload_headers(s3, "UploadPart")
+            split, started = CpuSplit(pids), time.perf_counter()
             s3.upload_file(str(source), "bench", "multipart.bin", Config=transfer)
             elapsed = time.perf_counter() - started
+            s3_cpu = sum(split.stop())
             results["s3_multipart_MBps"] = round(multipart_mb * MiB / elapsed / 1e6, 1)
+            results["s3_multipart_cpu_s"] = round(s3_cpu, 1)
+            results["s3_multipart_cores_busy"] = round(s3_cpu / elapsed, 2)
             results["s3_multipart_s"] = round(elapsed, 1)
             results["s3_multipart_complete_s"] = round(complete[1] - complete[0], 2)
             results["s3_multipart_peak_rss_MB"] = round(peak.stop(), 1)
             results["ratio_multipart_MBps"] = round(
                 results["s3_multipart_MBps"] / results["native_file_MBps"], 2
+            )
+            results["ratio_multipart_MBps_digest_bound"] = digest_bound(
+                native_cpu, part_headers, multipart_mb
             )
             size = s3.head_object(Bucket="bench", Key="multipart.bin")["ContentLength"]
             assert size == multipart_mb * MiB, size
