@@ -178,6 +178,7 @@ class Node(service.MultiService):
             self.coordinator,
             self.replica,
             self.anti_entropy,
+            self.handoff,
             run_in_thread,
             reactor.seconds,
             lambda: self.rejoin.checked,

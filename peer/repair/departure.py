@@ -15,6 +15,10 @@ leaves; a leaving peer here does the same, key by key:
 3. the same once more: until a new home heard of the leave it was no home yet, and its own
    anti-entropy may have handed back and dropped what it was given. Now it keeps it.
 
+Each hand-over ends with the peer's hints (peer.repair.handoff): what it holds as a stand-in
+for a down home, maybe one of a write's W acknowledged copies, goes to that home when it is
+up and to the key's homes that are up otherwise.
+
 All of it is bounded by a deadline (``--handover-timeout``): what is not handed over by then,
 anti-entropy copies from the homes that stay, as it would without a hand-over. A new home that
 is down or refuses is skipped, and its share follows the same way. A peer whose data has not
@@ -34,6 +38,7 @@ from twisted.internet import defer
 from gossip.wire import WireError
 from peer.coordinator import Coordinator
 from peer.repair.antientropy import BLOCKS, RECORDS, AntiEntropy
+from peer.repair.handoff import HintedHandoff
 from peer.replica import Replica, RunInThread, sibling_to_wire
 from peer.ring import HashRing
 from peer.rpc import RpcError
@@ -73,6 +78,7 @@ class HandedOver:
     records: int = 0
     blocks: int = 0
     homes: int = 0
+    hints: int = 0
 
 
 class Departure:
@@ -83,6 +89,7 @@ class Departure:
         coordinator: Coordinator,
         replica: Replica,
         anti_entropy: AntiEntropy,
+        handoff: HintedHandoff,
         run_in_thread: RunInThread,
         clock: Callable[[], float],
         may_hand_over: Callable[[], bool] = lambda: True,
@@ -91,6 +98,7 @@ class Departure:
         data was checked against the cluster's collection rounds."""
         self._coordinator = coordinator
         self._anti_entropy = anti_entropy
+        self._handoff = handoff
         self._replica = replica
         self._run = run_in_thread
         self._now = clock
@@ -111,14 +119,17 @@ class Departure:
         await self._hand_over_logged(deadline, "after the leave")
         done = self.handed_over
         log.info(
-            "left: handed %d records and %d blocks to %d peers in %.1f s",
-            done.records, done.blocks, done.homes, self._now() - started,
+            "left: handed %d records, %d blocks and %d hints to %d peers in %.1f s",
+            done.records, done.blocks, done.hints, done.homes, self._now() - started,
         )
 
     async def _hand_over_logged(self, deadline: float, when: str) -> None:
-        """`hand_over`, whose failure is logged: the leave is announced all the same."""
+        """`hand_over`, then the hints; a failure is logged: the leave is announced all the
+        same."""
         try:
             await self.hand_over(deadline)
+            if self._now() < deadline:
+                self.handed_over.hints += await self._handoff.deliver_before_leaving()
         except Exception:
             log.exception("hand-over %s failed", when)
 

@@ -9,6 +9,10 @@ A home that will never come back (forgotten past the horizon, or superseded by a
 under its name: a replaced disk) cannot take its hints: they are re-homed instead, i.e. the
 data goes to the key's current homes that are up, and then the hint is dropped. Nothing waits
 on a hint forever.
+
+A peer that leaves would take its hints with it: a write acknowledged by a stand-in counts it
+among its W copies. Before it goes (peer.repair.departure) it hands every hint over: to the
+home when that is up, re-homed otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+
+from twisted.internet import defer
 
 from peer.coordinator import Coordinator
 from peer.repair.antientropy import placement_of
@@ -46,35 +52,41 @@ class HintedHandoff:
         self._records = records
         self._run = run_in_thread
         self._gone = gone
-        self._running = False
+        self._round = defer.DeferredLock()
         self.delivered = 0
         self.rehomed = 0
 
     async def deliver(self) -> int:
-        """One round: hand over what can be handed over now; returns hints delivered."""
-        if self._running:
+        """One round: hand over what can be handed over now; returns hints delivered (none
+        while another round runs)."""
+        if self._round.locked:
             return 0
-        self._running = True
-        try:
-            hints = await self._run(lambda: list(self._records.keys(HINT_PREFIX)))
-            by_home: dict[str, list[tuple[str, str]]] = defaultdict(list)
-            for hint in hints:
-                home, key = parse_hint_key(hint)
-                by_home[home].append((hint, key))
-            delivered = 0
-            cluster = self._coordinator.cluster
-            for home, pending in by_home.items():
-                try:
-                    if home == cluster.self_id or self._gone(home):
-                        delivered += await self._rehome(home, pending)
-                    elif cluster.is_up(home):
-                        delivered += await self._deliver_to(home, pending)
-                except RpcError as e:
-                    log.info("hinted handoff to %s deferred: %s", cluster.name_of(home), e)
-            self.delivered += delivered
-            return delivered
-        finally:
-            self._running = False
+        return await self._round.run(lambda: defer.ensureDeferred(self._deliver_all(False)))
+
+    async def deliver_before_leaving(self) -> int:
+        """Every hint goes now, after any round running: to its home when that is up, else
+        to the key's homes that are up. Returns the hints handed over."""
+        return await self._round.run(lambda: defer.ensureDeferred(self._deliver_all(True)))
+
+    async def _deliver_all(self, leaving: bool) -> int:
+        hints = await self._run(lambda: list(self._records.keys(HINT_PREFIX)))
+        by_home: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for hint in hints:
+            home, key = parse_hint_key(hint)
+            by_home[home].append((hint, key))
+        delivered = 0
+        cluster = self._coordinator.cluster
+        for home, pending in by_home.items():
+            up = cluster.is_up(home)
+            try:
+                if home == cluster.self_id or self._gone(home) or (leaving and not up):
+                    delivered += await self._rehome(home, pending)
+                elif up:
+                    delivered += await self._deliver_to(home, pending)
+            except RpcError as e:
+                log.info("hinted handoff to %s deferred: %s", cluster.name_of(home), e)
+        self.delivered += delivered
+        return delivered
 
     def pending(self) -> int:
         """Hints stored here now (read from the store, so never a round behind the writes)."""
@@ -112,11 +124,13 @@ class HintedHandoff:
         return len(pending)
 
     async def _rehome(self, home: str, pending: list[tuple[str, str]]) -> int:
-        """Hand hints for a home that is gone (or is this peer) to the keys' current homes."""
+        """Hand hints for a home that is gone, down while this peer leaves, or is this peer,
+        to the keys' current homes that are up."""
         cluster = self._coordinator.cluster
         if home != cluster.self_id:
             log.warning(
-                "re-homing %d hints for %s: it will not come back", len(pending), home
+                "re-homing %d hints for %s: %s", len(pending), cluster.name_of(home),
+                "it will not come back" if self._gone(home) else "it is down as this peer leaves",
             )
         for hint, key in pending:
             block = key[len(BLOCK_HINT) :] if key.startswith(BLOCK_HINT) else None

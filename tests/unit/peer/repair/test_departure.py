@@ -5,16 +5,29 @@ run in between."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from twisted.internet import defer
 
-from peer.manifest import manifest_key
+from gossip.wire import Message
+from peer.manifest import entry_key, manifest_key
 from peer.repair.antientropy import AntiEntropy, placement_of
 from peer.repair.departure import Departure, departure_plan
+from peer.repair.handoff import HintedHandoff
 from peer.ring import HashRing
+from peer.rpc import RpcError
 from tests.simnet import inline, run, sim_cluster
-from tests.unit.peer.repair.test_durability_sim import files, put, read
+from tests.unit.peer.repair.test_durability_sim import (
+    Monotonic,
+    files,
+    holders,
+    put,
+    read,
+    repair,
+    start_jobs,
+)
 
 KEYS = [f"/k/{i}" for i in range(2000)]
 
@@ -47,7 +60,8 @@ def test_the_plan_of_a_peer_off_the_ring_is_empty() -> None:
 def departure(network, coordinators, node: str, checked: bool = True) -> Departure:
     coordinator, replica = coordinators[node], network.replicas[node]
     ae = AntiEntropy(coordinator, replica, inline, lambda: 0.0)
-    return Departure(coordinator, replica, ae, inline, lambda: 0.0, lambda: checked)
+    handoff = HintedHandoff(coordinator, replica.blocks, replica.records, inline)
+    return Departure(coordinator, replica, ae, handoff, inline, lambda: 0.0, lambda: checked)
 
 
 def leave(
@@ -175,3 +189,63 @@ def test_a_hand_over_that_fails_unexpectedly_still_announces_the_leave(
     monkeypatch.setattr(Departure, "_plan", broken)
     leave(network, coordinators, leaver)
     assert network.states[leaver] == "left"
+
+
+@contextmanager
+def record_puts_fail(network, node: str):
+    """Every record.put to `node` fails as unreachable (a link that broke for a moment)."""
+    handlers = network.handlers[node]
+    saved = handlers["record.put"]
+
+    async def unreachable(message: Message) -> dict:
+        raise RpcError("unreachable", "the link is down")
+
+    handlers["record.put"] = unreachable
+    try:
+        yield
+    finally:
+        handlers["record.put"] = saved
+
+
+def test_a_leaving_stand_in_hands_its_hints_over_so_an_acknowledged_write_keeps_w_copies(
+    cluster,
+) -> None:
+    """Before: a leaving peer handed over only the keys it is a home of, and the hints it held
+    as a stand-in left with it. A write acknowledged by one home and by the stand-in for a
+    down home (its call to the third home failed) was then on one peer only."""
+    network, coordinators = cluster(5)
+    path = "/f"
+    first, second, third = coordinators["n0"].homes(path)
+    network.kill(third)  # the write's targets get a stand-in for it
+    (stand_in,) = [t.node for t in coordinators[first].targets(path) if t.hint_for == third]
+    with record_puts_fail(network, second):
+        put(coordinators[stand_in], path, b"acknowledged")  # W=2: the first home and itself
+    keys = [manifest_key(path), entry_key(path)]
+    assert stand_in in holders(network, keys[0])
+    leave(network, coordinators, stand_in)
+    for key in keys:
+        assert len(holders(network, key)) >= 2, key
+    network.revive(third)
+    stay = sorted(set(coordinators) - {stand_in})
+    repair(start_jobs(network, coordinators, Monotonic(), nodes=stay))
+    for node in (first, second, third):
+        assert holders(network, keys[0]).count(node) == 1
+        assert read(coordinators[node], path) == b"acknowledged", node
+
+
+def test_the_hints_of_a_leave_wait_for_a_handoff_round_already_running(cluster) -> None:
+    """A periodic round skips while another runs; the leave's must not, or its hints would
+    leave with the peer."""
+    network, coordinators = cluster(4)
+    first, _, third = coordinators["n0"].homes("/f")
+    network.kill(third)
+    (stand_in,) = [t.node for t in coordinators[first].targets("/f") if t.hint_for == third]
+    put(coordinators[stand_in], "/f", b"hinted")
+    replica = network.replicas[stand_in]
+    handoff = HintedHandoff(coordinators[stand_in], replica.blocks, replica.records, inline)
+    run(handoff._round.acquire())  # a round in progress
+    assert run(handoff.deliver()) == 0
+    leaving = defer.ensureDeferred(handoff.deliver_before_leaving())
+    assert not leaving.called
+    handoff._round.release()
+    assert run(leaving) >= 1 and handoff.pending() == 0
