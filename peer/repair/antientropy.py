@@ -24,8 +24,8 @@ predates a sweep it missed is refused, and it rebuilds itself when it learns so.
 from __future__ import annotations
 
 import logging
+import select
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,8 +69,10 @@ def let_reactor_run() -> None:
     """A pause for a scan's worker thread, so the reactor takes the GIL. A pure-Python scan
     otherwise keeps it for the interpreter's switch interval (5 ms) every time the reactor asks
     for it back, which a 4 KiB write does dozens of times: 3-peer put loop under anti-entropy,
-    60 of ~7,000 puts over 20 ms, all in the second after each round began."""
-    time.sleep(REACTOR_TURN)
+    60 of ~7,000 puts over 20 ms, all in the second after each round began. A select with no
+    descriptors, not time.sleep: under libfaketime moving the wall clock only (the chaos
+    suite's clock faults) every time.sleep fails with EINVAL (wolfcw/libfaketime#426)."""
+    select.select([], [], [], REACTOR_TURN)
 
 
 def placement_of(key: str) -> str | None:

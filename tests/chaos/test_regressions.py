@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ import pytest
 from gossip.wire import Codec
 from peer.client.api_client import Client, Conflict, QfsError
 from peer.manifest import manifest_key
+from tests.chaos import hostfaults
 from tests.chaos.history import ABSENT, digest
+from tests.chaos.hostfaults import FakeClock
 from tests.chaos.hostile import rpc_call
 from tests.support import LocalCluster, running_cluster, wait_for
 
@@ -210,3 +213,29 @@ def test_a_malformed_gossip_stream_message_counts_as_bad_input(tmp_path: Path) -
                 rpc_call(port, Codec(), "gossip.pushpull", body)
         assert _bad_frames(cluster, "p1") >= before + 3
         assert "Traceback" not in cluster.log("p1")
+
+
+SCAN_PAUSES = """
+from peer.repair.antientropy import let_reactor_run
+for _ in range(100):
+    let_reactor_run()
+print("paused")
+"""
+
+
+@pytest.mark.skipif(not hostfaults.clock_available(), reason="needs libfaketime (faketime)")
+def test_a_scan_pauses_under_a_fake_clock(tmp_path: Path) -> None:
+    """CI's clock scenario (seed 1): 'RPC handler ae.digest failed', OSError EINVAL from the
+    time.sleep with which a scan of more than SCAN_SLICE items lets the reactor run: under
+    libfaketime moving the wall clock only, every time.sleep fails (libfaketime#426)."""
+    clock = FakeClock(tmp_path / "clock")
+    clock.set(-3600)
+    done = subprocess.run(
+        [*clock.env(), sys.executable, "-c", SCAN_PAUSES],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["paused"]
