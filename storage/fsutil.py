@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -53,7 +54,9 @@ class SpaceReserve:
     """A file that holds space back on a data directory's file system (at most MAX bytes, at
     most 1/16 of it). When the disk is full the peer gives it up to record what it must record
     before it may free anything (its collection rounds), and takes it again once there is room:
-    blocks and records can fill a disk, but never so far that the collector cannot run."""
+    blocks and records can fill a disk, but never so far that the collector cannot run. Worker
+    threads take and give it up at once (collection sweeps served together): one at a time,
+    or two writes of the one file race."""
 
     MAX = 4 * 1024 * 1024
 
@@ -64,26 +67,29 @@ class SpaceReserve:
         self.path = Path(path)
         fs = os.statvfs(self.path.parent)
         self.size = min(self.MAX, fs.f_blocks * fs.f_frsize // 16)
+        self._lock = threading.Lock()
 
     def keep(self) -> bool:
         """Hold the reserve (when at least twice its size is free); whether it is held."""
-        if self.path.exists():
-            return True
-        fs = os.statvfs(self.path.parent)
-        if fs.f_bavail * fs.f_frsize < 2 * self.size:
-            return False
-        try:
-            write_atomic(self.path, bytes(self.size))
-        except OSError as e:
-            if e.errno in NO_SPACE:
+        with self._lock:
+            if self.path.exists():
+                return True
+            fs = os.statvfs(self.path.parent)
+            if fs.f_bavail * fs.f_frsize < 2 * self.size:
                 return False
-            raise
-        return True
+            try:
+                write_atomic(self.path, bytes(self.size))
+            except OSError as e:
+                if e.errno in NO_SPACE:
+                    return False
+                raise
+            return True
 
     def release(self) -> bool:
         """Give the reserve's space back to the file system; whether there was one."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            return False
-        return True
+        with self._lock:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                return False
+            return True

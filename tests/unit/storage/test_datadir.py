@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,33 @@ def test_the_space_reserve_is_held_given_up_and_taken_again(tmp_path: Path) -> N
     assert reserve.release() and not reserve.path.exists()
     assert not reserve.release()
     assert reserve.keep()
+
+
+def test_the_space_reserve_is_taken_again_by_several_threads_at_once(tmp_path: Path) -> None:
+    """Collection sweeps served at once each take the reserve again in a worker thread.
+    Before: their writes shared one temporary file, and one found it renamed away by the
+    other (CI's disk-full scenario: 'gc.sweep failed', FileNotFoundError on reserve.tmp)."""
+    reserve = SpaceReserve(tmp_path / "reserve")
+    reserve.size = 64 * 1024
+    together = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def sweeps() -> None:
+        try:
+            for _ in range(10):
+                together.wait()
+                reserve.release()
+                together.wait()
+                assert reserve.keep()
+        except BaseException as e:  # reported below
+            errors.append(e)
+            together.abort()
+
+    threads = [threading.Thread(target=sweeps) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    assert reserve.path.stat().st_size == 64 * 1024
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reserve"]
