@@ -5,19 +5,16 @@ run in between."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from twisted.internet import defer
 
-from gossip.wire import Message
 from peer.manifest import entry_key, manifest_key
 from peer.repair.antientropy import AntiEntropy, placement_of
 from peer.repair.departure import Departure, departure_plan
 from peer.repair.handoff import HintedHandoff
 from peer.ring import HashRing
-from peer.rpc import RpcError
 from tests.simnet import inline, run, sim_cluster
 from tests.unit.peer.repair.test_durability_sim import (
     Monotonic,
@@ -25,6 +22,7 @@ from tests.unit.peer.repair.test_durability_sim import (
     holders,
     put,
     read,
+    record_puts_fail,
     repair,
     start_jobs,
 )
@@ -191,22 +189,6 @@ def test_a_hand_over_that_fails_unexpectedly_still_announces_the_leave(
     assert network.states[leaver] == "left"
 
 
-@contextmanager
-def record_puts_fail(network, node: str):
-    """Every record.put to `node` fails as unreachable (a link that broke for a moment)."""
-    handlers = network.handlers[node]
-    saved = handlers["record.put"]
-
-    async def unreachable(message: Message) -> dict:
-        raise RpcError("unreachable", "the link is down")
-
-    handlers["record.put"] = unreachable
-    try:
-        yield
-    finally:
-        handlers["record.put"] = saved
-
-
 def test_a_leaving_stand_in_hands_its_hints_over_so_an_acknowledged_write_keeps_w_copies(
     cluster,
 ) -> None:
@@ -218,7 +200,7 @@ def test_a_leaving_stand_in_hands_its_hints_over_so_an_acknowledged_write_keeps_
     first, second, third = coordinators["n0"].homes(path)
     network.kill(third)  # the write's targets get a stand-in for it
     (stand_in,) = [t.node for t in coordinators[first].targets(path) if t.hint_for == third]
-    with record_puts_fail(network, second):
+    with record_puts_fail(network, [second]):
         put(coordinators[stand_in], path, b"acknowledged")  # W=2: the first home and itself
     keys = [manifest_key(path), entry_key(path)]
     assert stand_in in holders(network, keys[0])

@@ -585,19 +585,22 @@ def test_hints_for_a_replaced_disk_are_re_homed_then_dropped(cluster) -> None:
 
 
 @contextmanager
-def writes_lost_on_the_way(network, coordinator: str):
-    """Every record.put from `coordinator` to another peer fails as unreachable: its link went
-    down after the write's reads (which went through)."""
-    saved = {}
-    for node, handlers in network.handlers.items():
-        if node != coordinator:
-            saved[node] = handlers["record.put"]
-            handlers["record.put"] = _unreachable
+def record_puts_fail(network, nodes: list[str]):
+    """Every record.put to `nodes` fails as unreachable (links that broke for a moment)."""
+    saved = {node: network.handlers[node]["record.put"] for node in nodes}
+    for node in nodes:
+        network.handlers[node]["record.put"] = _unreachable
     try:
         yield
     finally:
         for node, handler in saved.items():
             network.handlers[node]["record.put"] = handler
+
+
+def writes_lost_on_the_way(network, coordinator: str):
+    """Every record.put from `coordinator` to another peer fails as unreachable: its link went
+    down after the write's reads (which went through)."""
+    return record_puts_fail(network, [node for node in network.handlers if node != coordinator])
 
 
 async def _unreachable(message: Message) -> dict:
